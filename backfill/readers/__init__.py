@@ -1,0 +1,149 @@
+"""Readers turn one input file into chunks of rows.
+
+Every reader yields `RowChunk`s: a DataFrame whose columns are the file's fields (nested JSON
+objects flattened to dotted names such as `environment.name`), every value text or missing,
+plus the column `_row` (1-based position in the file, see `RowChunk.unit`); and the rows the
+reader itself could not parse (an NDJSON line that is not JSON), which are reported as invalid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+
+from backfill.errors import ReaderError
+
+ROW = "_row"
+CHUNK_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The `source:` section of a mapping: how to read the input files."""
+
+    format: str = "csv"
+    delimiter: str | None = None  # csv: detected when None
+    encoding: str | None = None  # default UTF-8 (BOM or not)
+    records: str | None = None  # json: dotted path to the array of records
+    timezone: str = "UTC"  # zone of naive timestamps
+    repo_url_matches: str | None = None  # jenkins: regex picking the BuildData of the app's repository
+
+
+@dataclass
+class BadRow:
+    """A row the reader could not turn into fields."""
+
+    row: int
+    reason: str
+    text: str = ""
+
+
+@dataclass
+class RowChunk:
+    frame: pd.DataFrame
+    unit: str = "row"  # how `_row` counts: "row" (CSV, header is row 1), "line" (NDJSON), "record"
+    bad: list[BadRow] = field(default_factory=list)
+
+
+def scalar_text(value: Any) -> str | None:
+    """A JSON scalar as text, in its written form; None for null. Containers become compact JSON."""
+    if value is None:
+        return None
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def flatten(obj: dict, prefix: str = "", out: dict | None = None) -> dict[str, str | None]:
+    """Flatten nested objects to dotted keys; lists stay whole as compact JSON text."""
+    out = {} if out is None else out
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flatten(value, f"{name}.", out)
+        else:
+            out[name] = scalar_text(value)
+    return out
+
+
+def loads(text: str, path: Path | str) -> Any:
+    """Parse JSON, keeping numbers in their written form (5551 stays "5551").
+
+    A syntax error becomes a ReaderError naming the file, line and column.
+    """
+    try:
+        return json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+    except json.JSONDecodeError as exc:
+        raise ReaderError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+def read_text(path: Path, encoding: str | None = None) -> str:
+    """The whole file as text (BOM removed), with a clear error when it cannot be read."""
+    try:
+        return path.read_text(encoding=encoding or "utf-8-sig")
+    except FileNotFoundError:
+        raise ReaderError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ReaderError(f"{path}: is a directory, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise ReaderError(
+            f"{path}: not valid {encoding or 'UTF-8'} text (byte {exc.start}); "
+            "set source.encoding in the mapping (e.g. latin-1, cp1252)"
+        ) from None
+    except LookupError:
+        raise ReaderError(f"{path}: unknown encoding {encoding!r} in source.encoding") from None
+    except OSError as exc:
+        raise ReaderError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def frame_from_records(records: list[dict[str, str | None]], first_row: int = 1) -> pd.DataFrame:
+    """A DataFrame of text columns from flat records, numbered from `first_row`."""
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    frame = frame.astype(object).where(frame.notna(), None) if len(frame.columns) else frame
+    frame[ROW] = range(first_row, first_row + len(records))
+    return frame
+
+
+def records_chunks(records: list[dict], unit: str = "record") -> Iterator[RowChunk]:
+    """Flat records as RowChunks of at most CHUNK_ROWS rows."""
+    for start in range(0, max(len(records), 1), CHUNK_ROWS):
+        part = records[start : start + CHUNK_ROWS]
+        yield RowChunk(frame_from_records(part, start + 1), unit=unit)
+
+
+Reader = Callable[[Path, SourceConfig], Iterator[RowChunk]]
+
+
+def get_reader(fmt: str) -> Reader:
+    """The reader function for a `source.format` value."""
+    from backfill.readers import csv as csv_reader
+    from backfill.readers import json as json_reader
+
+    readers: dict[str, Reader] = {
+        "csv": csv_reader.read,
+        "json": json_reader.read_json,
+        "ndjson": json_reader.read_ndjson,
+    }
+    try:
+        from backfill.readers import jenkins, gitlab  # noqa: F401  (optional until they land)
+
+        readers["jenkins"] = jenkins.read
+        readers["gitlab"] = gitlab.read
+    except ImportError:
+        pass
+    return readers[fmt]
+
+
+FORMATS = ("csv", "json", "ndjson", "jenkins", "gitlab")

@@ -1,0 +1,109 @@
+"""JSON and NDJSON readers: nested objects flattened to dotted columns, numbers kept as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from backfill.errors import ReaderError
+from backfill.readers import (
+    CHUNK_ROWS,
+    BadRow,
+    RowChunk,
+    SourceConfig,
+    flatten,
+    frame_from_records,
+    loads,
+    read_text,
+    records_chunks,
+)
+
+
+def find_records(doc: Any, records_path: str | None, path: Path) -> list:
+    """The array of records: the document itself, or the array at a dotted path inside it."""
+    node = doc
+    if records_path:
+        walked = []
+        for part in records_path.split("."):
+            walked.append(part)
+            if not isinstance(node, dict) or part not in node:
+                keys = ", ".join(list(node)[:20]) if isinstance(node, dict) else type(node).__name__
+                raise ReaderError(
+                    f"{path}: source.records {records_path!r}: no key {'.'.join(walked)!r} "
+                    f"(keys there: {keys})"
+                )
+            node = node[part]
+    if isinstance(node, dict):
+        hint = ", ".join(k for k, v in node.items() if isinstance(v, list)) or "none"
+        raise ReaderError(
+            f"{path}: expected an array of records but found an object; "
+            f"set source.records to the key of the array (arrays here: {hint})"
+        )
+    if not isinstance(node, list):
+        raise ReaderError(f"{path}: expected an array of records, found a {type(node).__name__}")
+    return node
+
+
+def read_json(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
+    """A top-level array of objects, or the array at `source.records`."""
+    doc = loads(read_text(path, source.encoding), path)
+    items = find_records(doc, source.records, path)
+    records, bad = [], []
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, dict):
+            records.append(flatten(item))
+        else:
+            records.append({})
+            bad.append(BadRow(number, f"record is a {type(item).__name__}, not an object", str(item)[:200]))
+    chunks = list(records_chunks(records, unit="record"))
+    if bad:
+        bad_numbers = {b.row for b in bad}
+        for chunk in chunks:
+            chunk.frame = chunk.frame[~chunk.frame["_row"].isin(bad_numbers)]
+        chunks[0].bad = bad
+    yield from chunks
+
+
+def read_ndjson(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
+    """One object per line; blank lines ignored; a line that is not a JSON object is a bad row."""
+    try:
+        handle = open(path, encoding=source.encoding or "utf-8-sig")
+    except FileNotFoundError:
+        raise ReaderError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ReaderError(f"{path}: is a directory, not a file") from None
+    except LookupError:
+        raise ReaderError(f"{path}: unknown encoding {source.encoding!r} in source.encoding") from None
+    records: list[dict] = []
+    rows: list[int] = []
+    bad: list[BadRow] = []
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = loads(line, path)
+                except ReaderError as exc:
+                    bad.append(BadRow(number, str(exc).split(": ", 1)[1], line.strip()[:200]))
+                    continue
+                if not isinstance(item, dict):
+                    bad.append(BadRow(number, f"line is a JSON {type(item).__name__}, not an object", line.strip()[:200]))
+                    continue
+                records.append(flatten(item))
+                rows.append(number)
+                if len(records) >= CHUNK_ROWS:
+                    yield _chunk(records, rows, bad)
+                    records, rows, bad = [], [], []
+        except UnicodeDecodeError as exc:
+            raise ReaderError(
+                f"{path}: not valid {source.encoding or 'UTF-8'} text (byte {exc.start}); "
+                "set source.encoding in the mapping"
+            ) from None
+    yield _chunk(records, rows, bad)
+
+
+def _chunk(records: list[dict], rows: list[int], bad: list[BadRow]) -> RowChunk:
+    frame = frame_from_records(records)
+    frame["_row"] = rows
+    return RowChunk(frame, unit="line", bad=bad)
