@@ -1,0 +1,365 @@
+"""Load and validate a YAML mapping. Every error names the file, the YAML line and the key."""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from backfill.errors import MappingError
+from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, STATUS_VALUES, closest
+from backfill.readers import FORMATS, SourceConfig
+
+TOP_KEYS = ("source", "entityId", "timestamp", "attributes", "filter", "dedupe")
+SOURCE_KEYS = ("format", "delimiter", "encoding", "records", "timezone", "repo_url_matches")
+RULE_KEYS = ("from", "value", "template", "lookup", "default", "format", "unit", "timezone")
+TIME_ONLY_KEYS = ("format", "unit", "timezone")
+FILTER_OPS = ("in", "not_in", "matches")
+UNITS = ("s", "ms")
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How one output value is made from a row."""
+
+    key: str  # where it is in the mapping, e.g. "attributes.env"
+    line: int
+    sources: tuple[str, ...] = ()  # `from`: first non-empty wins
+    value: str | None = None
+    template: str | None = None
+    lookup: dict[str, str] | None = None
+    default: str | None = None
+    format: str | None = None
+    unit: str | None = None
+    timezone: str | None = None
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Input fields this rule reads."""
+        if self.template is not None:
+            return tuple(dict.fromkeys(template_fields(self.template)))
+        return self.sources
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    field: str
+    op: str  # in | not_in | matches
+    values: tuple[str, ...]
+    line: int
+
+    @property
+    def label(self) -> str:
+        if self.op == "matches":
+            return f"{self.field} matches {self.values[0]!r} (line {self.line})"
+        op = "in" if self.op == "in" else "not in"
+        return f"{self.field} {op} [{', '.join(self.values)}] (line {self.line})"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    path: str
+    source: SourceConfig
+    entity: FieldRule | None
+    timestamp: FieldRule
+    attributes: dict[str, FieldRule] = field(default_factory=dict)
+    filters: tuple[FilterRule, ...] = ()
+    dedupe: tuple[str, ...] = ()
+
+    def with_overrides(self, entity_id: str | None, sets: dict[str, str]) -> "Mapping":
+        """The mapping with command-line constants (--entity-id, --set NAME=VALUE) in place."""
+        from dataclasses import replace
+
+        attributes = dict(self.attributes)
+        for name, value in sets.items():
+            if name not in ATTRIBUTES:
+                hint = closest(name, ATTRIBUTES)
+                raise MappingError(
+                    f"--set {name}=...: unknown attribute {name!r}"
+                    + (f" (did you mean {hint!r}?)" if hint else f"; valid: {', '.join(ATTRIBUTES)}")
+                )
+            attributes[name] = FieldRule(key=f"--set {name}", line=0, value=value)
+        entity = self.entity
+        if entity_id is not None:
+            entity = FieldRule(key="--entity-id", line=0, value=entity_id)
+        if "status" in sets:
+            _check_status_rule(self.path, attributes["status"])
+        return replace(self, attributes=attributes, entity=entity)
+
+    @property
+    def fields(self) -> set[str]:
+        """Every input field the mapping reads."""
+        out: set[str] = set()
+        for rule in self.rules():
+            out.update(rule.fields)
+        out.update(f.field for f in self.filters)
+        out.update(self.dedupe)
+        return out
+
+    def rules(self) -> list[FieldRule]:
+        rules = [self.timestamp, *self.attributes.values()]
+        return [self.entity, *rules] if self.entity else rules
+
+
+def template_fields(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+# --- YAML with line numbers -------------------------------------------------------------
+
+class _Err:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, node: yaml.Node | None, message: str) -> MappingError:
+        line = f", line {node.start_mark.line + 1}" if node is not None else ""
+        return MappingError(f"{self.path}{line}: {message}")
+
+
+def _scalar(node: yaml.Node, err: _Err, key: str) -> str | None:
+    """A scalar's text as written (so `yes`, `NO`, `042` stay text); None for null."""
+    if not isinstance(node, yaml.ScalarNode):
+        raise err(node, f"{key}: expected a single value, found a {_kind(node)}")
+    if node.tag == "tag:yaml.org,2002:null" and node.style is None:
+        return None
+    return node.value
+
+
+def _kind(node: yaml.Node) -> str:
+    return {yaml.MappingNode: "map", yaml.SequenceNode: "list"}.get(type(node), "value")
+
+
+def _pairs(node: yaml.Node, err: _Err, key: str) -> list[tuple[str, yaml.ScalarNode, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        raise err(node, f"{key}: expected a map (key: value), found a {_kind(node)}")
+    out, seen = [], set()
+    for knode, vnode in node.value:
+        name = _scalar(knode, err, key)
+        if name is None:
+            raise err(knode, f"{key}: empty key")
+        if name in seen:
+            raise err(knode, f"{key}.{name}: given twice")
+        seen.add(name)
+        out.append((name, knode, vnode))
+    return out
+
+
+def _unknown(name: str, valid: tuple[str, ...], where: str) -> str:
+    hint = closest(name, valid)
+    suggestion = f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(valid)}"
+    return f"unknown key {where}{name!r}; {suggestion}"
+
+
+def _str_list(node: yaml.Node, err: _Err, key: str) -> tuple[str, ...]:
+    if isinstance(node, yaml.SequenceNode):
+        values = [_scalar(item, err, key) for item in node.value]
+        if not values or any(v is None or v == "" for v in values):
+            raise err(node, f"{key}: the list must hold non-empty values")
+        return tuple(v for v in values if v is not None)
+    value = _scalar(node, err, key)
+    if not value:
+        raise err(node, f"{key}: expected a value or a list of values")
+    return (value,)
+
+
+def _rule(node: yaml.Node, err: _Err, key: str, *, is_time: bool) -> FieldRule:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.ScalarNode):
+        value = _scalar(node, err, key)
+        if not value:
+            raise err(node, f"{key}: empty rule; give a field name or {{from: ..., value: ..., template: ...}}")
+        return FieldRule(key=key, line=line, sources=(value,))
+    parts: dict[str, Any] = {}
+    for name, knode, vnode in _pairs(node, err, key):
+        if name not in RULE_KEYS:
+            raise err(knode, f"{key}: " + _unknown(name, RULE_KEYS, ""))
+        if name in TIME_ONLY_KEYS and not is_time:
+            raise err(knode, f"{key}.{name}: only timestamps and date attributes take {name!r}")
+        if name == "from":
+            parts["sources"] = _str_list(vnode, err, f"{key}.from")
+        elif name == "lookup":
+            parts["lookup"] = {}
+            for lname, lknode, lvnode in _pairs(vnode, err, f"{key}.lookup"):
+                out = _scalar(lvnode, err, f"{key}.lookup.{lname}")
+                if out is None or out == "":
+                    raise err(lvnode, f"{key}.lookup.{lname}: empty output value")
+                parts["lookup"][lname] = out
+        else:
+            value = _scalar(vnode, err, f"{key}.{name}")
+            if value is None or value == "":
+                raise err(vnode, f"{key}.{name}: empty value")
+            parts[name] = value
+    given = [k for k in ("sources", "value", "template") if k in parts]
+    if len(given) != 1:
+        names = {"sources": "from", "value": "value", "template": "template"}
+        found = ", ".join(names[g] for g in given) or "none"
+        raise err(node, f"{key}: give exactly one of from, value, template (found: {found})")
+    if "template" in parts:
+        try:
+            names = template_fields(parts["template"])
+        except ValueError as exc:
+            raise err(node, f"{key}.template: {exc}") from None
+        if not names:
+            raise err(node, f"{key}.template: no {{field}} placeholder; use value: for a constant")
+        if any(not n or "[" in n or "!" in n for n in names):
+            raise err(node, f"{key}.template: placeholders must be plain field names like {{build}}")
+    if parts.get("unit") and parts["unit"] not in UNITS:
+        raise err(node, f"{key}.unit: must be s or ms, not {parts['unit']!r}")
+    if parts.get("unit") and parts.get("format"):
+        raise err(node, f"{key}: give unit (epoch numbers) or format (text), not both")
+    if parts.get("timezone"):
+        _zone(parts["timezone"], err, node, f"{key}.timezone")
+    return FieldRule(key=key, line=line, **parts)
+
+
+def _zone(name: str, err: _Err, node: yaml.Node, key: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise err(node, f"{key}: unknown time zone {name!r}; use an IANA name like Europe/Berlin") from None
+
+
+def _check_status_rule(path: str, rule: FieldRule) -> None:
+    bad = [v for v in (rule.lookup or {}).values() if v not in STATUS_VALUES]
+    if rule.value is not None and rule.value not in STATUS_VALUES:
+        bad.append(rule.value)
+    if rule.default is not None and rule.default not in STATUS_VALUES:
+        bad.append(rule.default)
+    if bad:
+        where = f"{path}, line {rule.line}" if rule.line else path
+        raise MappingError(
+            f"{where}: {rule.key}: status must be 'success' or 'failed', not {bad[0]!r}"
+        )
+
+
+def parse_mapping(text: str, path: str = "<mapping>") -> Mapping:
+    err = _Err(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise MappingError(f"{path}{where}: invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{path}: invalid YAML: {exc}") from None
+    if root is None:
+        raise MappingError(f"{path}: the mapping is empty; it needs at least timestamp and entityId")
+    sections: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    for name, knode, vnode in _pairs(root, err, "mapping"):
+        if name not in TOP_KEYS:
+            raise err(knode, _unknown(name, TOP_KEYS, ""))
+        sections[name] = (knode, vnode)
+
+    source = _source(sections.get("source"), err)
+    if "timestamp" not in sections:
+        raise err(None, "no timestamp rule; add e.g. `timestamp: {from: finished_at}`")
+    timestamp = _rule(sections["timestamp"][1], err, "timestamp", is_time=True)
+    entity = _rule(sections["entityId"][1], err, "entityId", is_time=False) if "entityId" in sections else None
+
+    attributes: dict[str, FieldRule] = {}
+    if "attributes" in sections:
+        for name, knode, vnode in _pairs(sections["attributes"][1], err, "attributes"):
+            if name not in ATTRIBUTES:
+                raise err(knode, "attributes: " + _unknown(name, ATTRIBUTES, "").replace("key", "attribute", 1))
+            rule = _rule(vnode, err, f"attributes.{name}", is_time=name in DATE_ATTRIBUTES)
+            if name == "status":
+                _check_status_rule(path, rule)
+            attributes[name] = rule
+
+    filters: list[FilterRule] = []
+    if "filter" in sections:
+        node = sections["filter"][1]
+        if not isinstance(node, yaml.SequenceNode):
+            raise err(node, "filter: expected a list of rules like - {field: result, in: [SUCCESS]}")
+        for item in node.value:
+            filters.append(_filter(item, err))
+
+    dedupe: tuple[str, ...] = ()
+    if "dedupe" in sections:
+        dedupe = _str_list(sections["dedupe"][1], err, "dedupe")
+    return Mapping(path, source, entity, timestamp, attributes, tuple(filters), dedupe)
+
+
+def _source(section: tuple[yaml.Node, yaml.Node] | None, err: _Err) -> SourceConfig:
+    if section is None:
+        return SourceConfig()
+    values: dict[str, str] = {}
+    for name, knode, vnode in _pairs(section[1], err, "source"):
+        if name not in SOURCE_KEYS:
+            raise err(knode, "source: " + _unknown(name, SOURCE_KEYS, ""))
+        value = _scalar(vnode, err, f"source.{name}")
+        if value is None or value == "":
+            raise err(vnode, f"source.{name}: empty value")
+        values[name] = value
+        if name == "format" and value not in FORMATS:
+            raise err(vnode, f"source.format: unknown format {value!r}; use one of {', '.join(FORMATS)}")
+        if name == "delimiter":
+            value = {"\\t": "\t", "tab": "\t"}.get(value, value)
+            if len(value) != 1:
+                raise err(vnode, "source.delimiter: must be one character such as , ; | or \\t")
+            values[name] = value
+        if name == "timezone":
+            _zone(value, err, vnode, "source.timezone")
+        if name == "repo_url_matches":
+            _regex(value, err, vnode, "source.repo_url_matches")
+        if name == "encoding":
+            import codecs
+
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise err(vnode, f"source.encoding: unknown encoding {value!r}") from None
+    return SourceConfig(**values)
+
+
+def _regex(pattern: str, err: _Err, node: yaml.Node, key: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise err(node, f"{key}: invalid regular expression: {exc}") from None
+
+
+def _filter(node: yaml.Node, err: _Err) -> FilterRule:
+    line = node.start_mark.line + 1
+    parts = {name: (knode, vnode) for name, knode, vnode in _pairs(node, err, "filter")}
+    for name, (knode, _) in parts.items():
+        if name not in ("field", *FILTER_OPS):
+            raise err(knode, "filter: " + _unknown(name, ("field", *FILTER_OPS), ""))
+    if "field" not in parts:
+        raise err(node, "filter: each rule needs field: (the input field to test)")
+    name = _scalar(parts["field"][1], err, "filter.field")
+    if not name:
+        raise err(node, "filter.field: empty")
+    ops = [op for op in FILTER_OPS if op in parts]
+    if len(ops) != 1:
+        raise err(node, f"filter ({name}): give exactly one of in, not_in, matches")
+    op = ops[0]
+    vnode = parts[op][1]
+    if op == "matches":
+        pattern = _scalar(vnode, err, "filter.matches")
+        if pattern is None:
+            raise err(vnode, "filter.matches: empty pattern")
+        _regex(pattern, err, vnode, "filter.matches")
+        return FilterRule(name, op, (pattern,), line)
+    if isinstance(vnode, yaml.SequenceNode):
+        values = tuple("" if v is None else v for v in (_scalar(i, err, f"filter.{op}") for i in vnode.value))
+    else:
+        single = _scalar(vnode, err, f"filter.{op}")
+        values = ("" if single is None else single,)
+    return FilterRule(name, op, values, line)
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise MappingError(f"{path}: no such mapping file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MappingError(f"{path}: cannot read the mapping: {exc}") from None
+    return parse_mapping(text, str(path))
