@@ -128,13 +128,12 @@ Reader = Callable[[Path, SourceConfig], Iterator[RowChunk]]
 
 def get_reader(fmt: str) -> Reader:
     """The reader function for a `source.format` value."""
-    from backfill.readers import csv as csv_reader
-    from backfill.readers import json as json_reader
+    from backfill.readers import csvfile, jsonfile
 
     readers: dict[str, Reader] = {
-        "csv": csv_reader.read,
-        "json": json_reader.read_json,
-        "ndjson": json_reader.read_ndjson,
+        "csv": csvfile.read,
+        "json": jsonfile.read_json,
+        "ndjson": jsonfile.read_ndjson,
     }
     try:
         from backfill.readers import jenkins, gitlab  # noqa: F401  (optional until they land)

@@ -1,0 +1,195 @@
+"""The `backfill` command: argument parsing -> one library call -> text and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from backfill import __version__
+from backfill.errors import BackfillError, ExitStatus, StrictError, UsageError
+from backfill.events import MAX_BATCH
+from backfill.mapping import Mapping, load_mapping
+from backfill.plan import Plan, build_plan
+from backfill.summary import first_payloads, plan_summary
+from backfill.throttle import DEFAULT_LIMITS, parse_rate_limit
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _set_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def _date(text: str) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or an ISO 8601 date-time)") from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _batch_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= size <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_BATCH} (the API's maximum)")
+    return size
+
+
+def _rate_limit(text: str):
+    try:
+        return parse_rate_limit(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="input files (CSV, JSON, NDJSON, Jenkins or GitLab exports)")
+    parser.add_argument("-m", "--mapping", required=True, metavar="YAML", help="the mapping file")
+    parser.add_argument("--entity-id", metavar="ID", help="a constant entityId for every event (overrides the mapping)")
+    parser.add_argument("--set", dest="sets", action="append", type=_set_pair, default=[], metavar="NAME=VALUE",
+                        help="a constant attribute for every event, e.g. --set env=production (repeatable)")
+    parser.add_argument("--since", type=_date, metavar="DATE", help="keep only events at or after DATE (UTC)")
+    parser.add_argument("--until", type=_date, metavar="DATE", help="keep only events before DATE (UTC)")
+    parser.add_argument("--invalid-out", metavar="FILE", help="write every invalid row (JSON Lines) with its reason")
+    parser.add_argument("--strict", action="store_true", help="exit non-zero if any row is invalid")
+    parser.add_argument("--batch-size", type=_batch_size, default=MAX_BATCH, metavar="N", help=f"events per request, 1-{MAX_BATCH} (default {MAX_BATCH})")
+    parser.add_argument("--rate-limit", dest="rate_limits", action="append", type=_rate_limit, metavar="N/PERIOD",
+                        help="rate limit, repeatable (default: 100/min and 1500/h, the API's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="backfill", description="Import historical deployments into DevGrid as event-deploy events.")
+    parser.add_argument("--version", action="version", version=f"backfill {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    preview = commands.add_parser("preview", help="dry run: show what would be sent (no network, no key)",
+                                  description="Plan the import and show the summary and first payloads. No network, no API key.")
+    _plan_arguments(preview)
+    preview.add_argument("--out", metavar="FILE", help="write every request body, one {\"events\": [...]} per line")
+    preview.add_argument("--show", type=int, default=1, metavar="N", help="pretty-print the first N requests (default 1, 0 for none)")
+    preview.set_defaults(handler=cmd_preview)
+
+    check = commands.add_parser("check-mapping", help="validate a mapping file alone",
+                                description="Validate a mapping file; errors name the YAML line and key.")
+    check.add_argument("mapping", metavar="YAML")
+    check.set_defaults(handler=cmd_check_mapping)
+
+    try:
+        from backfill import upload_cli
+    except ImportError:  # pragma: no cover - while the uploader is being built
+        upload_cli = None
+    if upload_cli is not None:
+        upload_cli.add_commands(commands, _plan_arguments)
+
+    try:
+        from backfill import sandbox
+    except ImportError:  # pragma: no cover
+        sandbox = None
+    if sandbox is not None:
+        box = commands.add_parser("sandbox", help="run a local Events API to rehearse an import",
+                                  description="A local implementation of the DevGrid Events API for rehearsals.")
+        sandbox.add_arguments(box)
+        box.set_defaults(handler=sandbox.run)
+    return parser
+
+
+def plan_from_args(args: argparse.Namespace) -> tuple[Mapping, Plan]:
+    mapping = load_mapping(args.mapping).with_overrides(args.entity_id, dict(args.sets))
+    plan = build_plan(args.inputs, mapping, since=args.since, until=args.until)
+    if args.invalid_out:
+        write_invalid(plan, args.invalid_out)
+    return mapping, plan
+
+
+def write_invalid(plan: Plan, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for row in plan.report.invalid:
+            out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+
+
+def write_request_bodies(plan: Plan, path: str, batch_size: int) -> int:
+    """Write every request body, one per line, to a temporary file then move it in place."""
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.partial")
+    count = 0
+    with open(temp, "w", encoding="utf-8") as out:
+        for body in plan.request_bodies(batch_size):
+            out.write(body)
+            out.write("\n")
+            count += 1
+    temp.replace(target)
+    return count
+
+
+def _check_strict(args: argparse.Namespace, plan: Plan) -> None:
+    if args.strict and plan.report.invalid:
+        raise StrictError(f"{len(plan.report.invalid)} invalid rows and --strict is set; fix them or drop --strict")
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    _, plan = plan_from_args(args)
+    limits = args.rate_limits or DEFAULT_LIMITS
+    print(plan_summary(plan, batch_size=args.batch_size, limits=limits))
+    if args.show > 0:
+        print(first_payloads(plan, requests=args.show, batch_size=args.batch_size))
+    if args.out:
+        count = write_request_bodies(plan, args.out, args.batch_size)
+        print(f"Wrote {count} request bodies ({len(plan)} events) to {args.out}")
+    if args.invalid_out:
+        print(f"Wrote {len(plan.report.invalid)} invalid rows to {args.invalid_out}")
+    _check_strict(args, plan)
+    return ExitStatus.OK
+
+
+def cmd_check_mapping(args: argparse.Namespace) -> int:
+    mapping = load_mapping(args.mapping)
+    rules = len(mapping.attributes)
+    print(
+        f"{args.mapping}: OK (format {mapping.source.format}, {rules} attributes, "
+        f"{len(mapping.filters)} filter rules{', dedupe on ' + ', '.join(mapping.dedupe) if mapping.dedupe else ''})"
+    )
+    if mapping.entity is None:
+        print("note: no entityId rule; pass --entity-id ID when you preview or import")
+    return ExitStatus.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return ExitStatus.USAGE
+        return int(args.handler(args))
+    except BackfillError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return int(exc.exit_status)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return int(ExitStatus.INTERRUPTED)
+    except BrokenPipeError:
+        return int(ExitStatus.OK)
+    except Exception as exc:  # a bug: one line unless --traceback
+        if show_traceback:
+            raise
+        print(f"Internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)", file=sys.stderr)
+        return int(ExitStatus.ERROR)

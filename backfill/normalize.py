@@ -1,0 +1,140 @@
+"""Vectorized normalization of values: date-times to UTC, status spellings.
+
+Every function takes a Series of text (missing = NaN) and returns the normalized Series plus a
+Series of reasons (text where a value is present but unusable, NaN elsewhere), so the planner can
+report each invalid row with why.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from backfill.events import STATUS_SYNONYMS
+
+UTC_DTYPE = "datetime64[s, UTC]"
+_EPOCH = r"-?\d+(?:\.\d+)?"
+_AWARE = r"[T ]\d.*(?:Z|z|[+-]\d{2}:?\d{2})$"
+_SPACE_BEFORE_OFFSET = r"\s+(?=[+-]\d{2}:?\d{2}$)"
+MS_THRESHOLD = 100_000_000_000  # epoch numbers at or above this are milliseconds (1e11 s is year 5138)
+
+
+def _empty_like(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    return (
+        pd.Series(pd.NaT, index=values.index, dtype=UTC_DTYPE),
+        pd.Series(np.nan, index=values.index, dtype=object),
+    )
+
+
+def _why(values: pd.Series, what: str, hint: str) -> pd.Series:
+    return what + " '" + values.astype(object).astype(str) + "'" + hint
+
+
+def parse_datetimes(
+    values: pd.Series,
+    *,
+    timezone: str = "UTC",
+    fmt: str | None = None,
+    unit: str | None = None,
+    label: str = "timestamp",
+) -> tuple[pd.Series, pd.Series]:
+    """Parse text date-times to UTC (second precision).
+
+    Accepted: ISO 8601 with Z or an offset; naive date-times, read in `timezone` (a time that does
+    not exist or is ambiguous there because of a DST change is invalid, never shifted); epoch
+    seconds or milliseconds (by `unit`, else by magnitude); or text in the strptime `fmt`.
+    """
+    out, why = _empty_like(values)
+    present = values.dropna()
+    if present.empty:
+        return out, why
+    if unit or not fmt:
+        is_number = present.str.fullmatch(_EPOCH)
+    else:
+        is_number = pd.Series(False, index=present.index)
+    numbers = present[is_number]
+    if len(numbers):
+        num = pd.to_numeric(numbers)
+        millis = (num.abs() >= MS_THRESHOLD) if unit is None else pd.Series(unit == "ms", index=num.index)
+        for is_ms, part in num.groupby(millis):
+            scale = 1000 if is_ms else 1
+            seconds = np.floor(part.to_numpy(dtype="float64") / scale) if not is_ms else part.to_numpy(dtype="int64") // 1000
+            out[part.index] = pd.to_datetime(seconds.astype("int64"), unit="s", utc=True)
+    text = present[~is_number]
+    if unit and len(text):
+        why[text.index] = _why(text, f"{label}: expected epoch {'milliseconds' if unit == 'ms' else 'seconds'}, got", "")
+        text = text.iloc[0:0]
+    if len(text):
+        if fmt:
+            parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+            hint = f" (format {fmt!r})"
+        else:
+            parsed = None
+            hint = "; give timestamp format: in the mapping (e.g. \"%d.%m.%Y %H:%M\")"
+        if parsed is not None and getattr(parsed.dt, "tz", None) is not None:
+            aware = parsed.dt.tz_convert("UTC")
+            out[aware.index] = aware.dt.floor("s")
+        elif parsed is not None:
+            _localize(parsed, text, timezone, label, out, why)
+        else:
+            cleaned = text.str.replace(_SPACE_BEFORE_OFFSET, "", regex=True)
+            has_zone = cleaned.str.contains(_AWARE, regex=True)
+            if has_zone.any():
+                aware = pd.to_datetime(cleaned[has_zone], utc=True, format="ISO8601", errors="coerce")
+                out[aware.index] = aware.dt.floor("s")
+            naive = cleaned[~has_zone]
+            if len(naive):
+                parsed_naive = pd.to_datetime(naive, format="ISO8601", errors="coerce")
+                _localize(parsed_naive, naive, timezone, label, out, why)
+        unreadable = out[text.index].isna() & why[text.index].isna()
+        if unreadable.any():
+            bad = text[unreadable]
+            why[bad.index] = _why(bad, f"{label}: cannot read", f" as a date-time{hint}")
+    return out, why
+
+
+def _localize(
+    parsed: pd.Series, text: pd.Series, timezone: str, label: str, out: pd.Series, why: pd.Series
+) -> None:
+    """Read naive date-times in `timezone`; DST gaps and overlaps are reasons, never shifts."""
+    ok = parsed.dropna()
+    if ok.empty:
+        return
+    local = ok.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    out[local.index] = local.dt.tz_convert("UTC").dt.floor("s")
+    lost = local.isna()
+    if lost.any():
+        lost_values = ok[lost]
+        earlier = lost_values.dt.tz_localize(
+            timezone, ambiguous=np.ones(len(lost_values), dtype=bool), nonexistent="NaT"
+        )
+        gap = earlier.isna()
+        src = text[lost_values.index]
+        why[src[gap].index] = _why(
+            src[gap], f"{label}:", f" does not exist in {timezone} (clocks went forward for DST); fix the time or give it with an offset"
+        )
+        why[src[~gap].index] = _why(
+            src[~gap], f"{label}:", f" is ambiguous in {timezone} (clocks went back for DST); give it with an offset such as +01:00"
+        )
+
+
+def format_utc(times: pd.Series) -> pd.Series:
+    """UTC datetimes as `YYYY-MM-DDTHH:MM:SSZ` text (NaT stays NaN)."""
+    out = pd.Series(np.nan, index=times.index, dtype=object)
+    present = times.dropna()
+    if len(present):
+        naive = present.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[s]")
+        out[present.index] = np.char.add(np.datetime_as_string(naive, unit="s").astype(object), "Z")
+    return out
+
+
+def normalize_status(values: pd.Series, label: str = "status") -> tuple[pd.Series, pd.Series]:
+    """Common spellings of success and failure, whatever their case; anything else is a reason."""
+    out = values.str.lower().map(STATUS_SYNONYMS)
+    bad = values.notna() & out.isna()
+    why = pd.Series(np.nan, index=values.index, dtype=object)
+    if bad.any():
+        why[bad] = _why(
+            values[bad], f"{label}:", " is neither success nor failed; add a lookup to the status rule or a filter rule"
+        )
+    return out.astype(object), why

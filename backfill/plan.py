@@ -1,0 +1,393 @@
+"""Rows -> validated events: the whole planning flow.
+
+    read (chunks) -> filter rules -> field rules -> normalize -> invalid rows reported
+                  -> --since/--until -> dedupe (first kept) -> sort oldest first -> event ids
+
+Every row read ends in exactly one bucket: planned, filtered (by which rule), outside the date
+range, duplicate, or invalid (with its reason). `PlanReport.accounted` checks that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from backfill.errors import MappingError
+from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
+from backfill.mapping import FieldRule, Mapping, template_fields
+from backfill.normalize import UTC_DTYPE, format_utc, normalize_status, parse_datetimes
+from backfill.readers import ROW, get_reader
+
+FILE = "_file"
+TS = "_ts"
+KEY = "_key"
+ID = "_id"
+REASON_LIMIT = 20
+
+
+@dataclass
+class InvalidRow:
+    file: str
+    row: int
+    unit: str
+    reason: str
+    values: dict[str, str]
+
+    def to_json(self) -> dict:
+        return {"file": self.file, self.unit: self.row, "reason": self.reason, "values": self.values}
+
+    def __str__(self) -> str:
+        return f"{self.file} {self.unit} {self.row}: {self.reason}"
+
+
+@dataclass
+class PlanReport:
+    files: list[tuple[str, int]] = field(default_factory=list)  # (path, rows read)
+    filtered: Counter = field(default_factory=Counter)  # filter rule label -> rows skipped
+    outside_range: int = 0
+    duplicates: int = 0
+    invalid: list[InvalidRow] = field(default_factory=list)
+    planned: int = 0
+
+    @property
+    def rows_read(self) -> int:
+        return sum(n for _, n in self.files)
+
+    @property
+    def accounted(self) -> int:
+        return (
+            self.planned + sum(self.filtered.values()) + self.outside_range + self.duplicates + len(self.invalid)
+        )
+
+
+@dataclass
+class Plan:
+    """Planned events, oldest first, plus the report of every row that is not one."""
+
+    mapping: Mapping
+    files: list[str]
+    events: pd.DataFrame  # TS, "timestamp", "entityId", attribute columns, FILE (index into files), ROW, ID
+    report: PlanReport
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @property
+    def attribute_columns(self) -> list[str]:
+        return [a for a in ATTRIBUTES if a in self.events.columns]
+
+    def bodies(self, start: int = 0, stop: int | None = None) -> pd.Series:
+        """The JSON text of events[start:stop], exactly as each goes into a request."""
+        return event_bodies(self.events.iloc[start:stop], self.attribute_columns)
+
+    def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 150_000) -> Iterator[str]:
+        """Every request body `{"events":[...]}` in order, built a slice at a time."""
+        slice_size -= slice_size % batch_size
+        for start in range(0, len(self.events), slice_size):
+            bodies = self.bodies(start, start + slice_size).tolist()
+            for i in range(0, len(bodies), batch_size):
+                yield '{"events":[' + ",".join(bodies[i : i + batch_size]) + "]}"
+
+    def source_of(self, position: int) -> tuple[str, int]:
+        row = self.events.iloc[position]
+        return self.files[int(row[FILE])], int(row[ROW])
+
+    def requests(self, batch_size: int = MAX_BATCH) -> int:
+        return math.ceil(len(self.events) / batch_size)
+
+
+# --- JSON building, vectorized -------------------------------------------------------------
+
+_NEEDS_ESCAPE = r'["\\\x00-\x1f\u2028\u2029]'
+
+
+def json_strings(values: pd.Series) -> pd.Series:
+    """Each text value as a JSON string literal; json.dumps only for the few that need escapes."""
+    values = values.astype(object)
+    out = '"' + values + '"'
+    special = values.str.contains(_NEEDS_ESCAPE, regex=True)
+    if special.any():
+        out[special] = values[special].map(lambda v: json.dumps(v, ensure_ascii=False))
+    return out
+
+
+def event_bodies(events: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
+    attrs = pd.Series("", index=events.index, dtype=object)
+    for name in attributes:
+        column = events[name]
+        present = column.notna()
+        if present.any():
+            piece = pd.Series("", index=events.index, dtype=object)
+            piece[present] = f',"{name}":' + json_strings(column[present])
+            attrs = attrs + piece
+    attrs = attrs.str.slice(1)
+    return (
+        f'{{"type":"{EVENT_TYPE}","timestamp":"'
+        + events["timestamp"].astype(object)
+        + '","entityId":'
+        + json_strings(events["entityId"])
+        + ',"attributes":{'
+        + attrs
+        + "}}"
+    )
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+def _text(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A field's values stripped, empty as NaN; a field the chunk lacks is all NaN."""
+    if name not in frame.columns:
+        return pd.Series(np.nan, index=frame.index, dtype=object)
+    column = frame[name].astype(object).str.strip()
+    return column.where(column != "")
+
+
+class _Chunk:
+    """One chunk of rows being mapped: cached stripped columns and the first reason per row."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.columns: dict[str, pd.Series] = {}
+        self.reason = pd.Series(np.nan, index=frame.index, dtype=object)
+
+    def text(self, name: str) -> pd.Series:
+        if name not in self.columns:
+            self.columns[name] = _text(self.frame, name)
+        return self.columns[name]
+
+    def fail(self, why: pd.Series) -> None:
+        self.reason = self.reason.where(self.reason.notna(), why)
+
+    def value(self, rule: FieldRule) -> pd.Series:
+        """The rule's raw value per row, before lookup and default."""
+        index = self.frame.index
+        if rule.value is not None:
+            return pd.Series(rule.value, index=index, dtype=object)
+        if rule.template is not None:
+            out = pd.Series("", index=index, dtype=object)
+            for literal, name, _, _ in string.Formatter().parse(rule.template):
+                out = out + literal
+                if name is not None:
+                    out = out + self.text(name)
+            return out
+        out = self.text(rule.sources[0])
+        for name in rule.sources[1:]:
+            out = out.fillna(self.text(name))
+        return out
+
+    def apply(self, rule: FieldRule) -> pd.Series:
+        """The rule's final value: lookup, default; an unknown lookup value is a reason."""
+        raw = self.value(rule)
+        out = raw
+        if rule.lookup is not None:
+            out = raw.map(rule.lookup)
+            unknown = raw.notna() & out.isna()
+            if unknown.any() and rule.default is None:
+                known = ", ".join(list(rule.lookup)[:8])
+                self.fail(
+                    (f"{rule.key}: " + raw[unknown].astype(str).map(repr)
+                     + f" is not in the lookup (known: {known}); add it to the lookup (line {rule.line}) or give a default")
+                    .reindex(raw.index)
+                )
+        if rule.default is not None:
+            out = out.fillna(rule.default)
+        return out.astype(object)
+
+
+def _source_description(rule: FieldRule) -> str:
+    if rule.template is not None:
+        return f"template {rule.template!r}"
+    return ", ".join(rule.sources)
+
+
+def _check_fields(mapping: Mapping, seen: set[str], path: str) -> None:
+    """A field the mapping reads that the file does not have at all is a mapping error."""
+    missing: list[tuple[str, str]] = []
+    for rule in mapping.rules():
+        if rule.sources and not any(s in seen for s in rule.sources):
+            missing.append((rule.key, " or ".join(rule.sources)))
+        if rule.template is not None:
+            missing += [(rule.key, f) for f in template_fields(rule.template) if f not in seen]
+    missing += [(f"filter (line {f.line})", f.field) for f in mapping.filters if f.field not in seen]
+    missing += [("dedupe", name) for name in mapping.dedupe if name not in seen]
+    if missing:
+        key, name = missing[0]
+        have = ", ".join(sorted(c for c in seen if not c.startswith("_"))[:40]) or "none"
+        hint = ""
+        if key.startswith("attributes.") and mapping.path:
+            hint = f"; or set it with --set {key.split('.', 1)[1]}=VALUE"
+        raise MappingError(f"{path}: {mapping.path}: {key} reads {name!r}, which the input lacks (it has: {have}){hint}")
+
+
+def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[pd.DataFrame, pd.Series, Counter]:
+    """Map one chunk of rows. Returns (events, reasons of invalid rows, rows skipped per filter rule)."""
+    chunk = _Chunk(frame)
+    keep = pd.Series(True, index=frame.index)
+    skipped: Counter = Counter()
+    for rule in mapping.filters:
+        values = chunk.text(rule.field).fillna("")
+        if rule.op == "in":
+            ok = values.isin(rule.values)
+        elif rule.op == "not_in":
+            ok = ~values.isin(rule.values)
+        else:
+            ok = values.str.contains(rule.values[0], regex=True)
+        drop = keep & ~ok
+        if drop.any():
+            skipped[rule.label] += int(drop.sum())
+        keep &= ok
+    if not keep.all():
+        chunk = _Chunk(frame[keep])
+        chunk.columns = {}
+
+    out = pd.DataFrame(index=chunk.frame.index)
+    if mapping.entity is None:
+        raise MappingError(f"{mapping.path}: no entityId rule; add `entityId: {{from: FIELD}}` or pass --entity-id")
+    entity = chunk.apply(mapping.entity)
+    chunk.fail(_missing(entity, mapping.entity, "entityId"))
+    out["entityId"] = entity
+
+    ts_rule = mapping.timestamp
+    raw_ts = chunk.apply(ts_rule)
+    times, why = parse_datetimes(
+        raw_ts, timezone=ts_rule.timezone or mapping.source.timezone, fmt=ts_rule.format, unit=ts_rule.unit
+    )
+    chunk.fail(why)
+    chunk.fail(_missing(raw_ts, ts_rule, "timestamp"))
+    out[TS] = times
+    out["timestamp"] = format_utc(times)
+
+    for name in ATTRIBUTES:
+        rule = mapping.attributes.get(name)
+        if rule is None:
+            continue
+        values = chunk.apply(rule)
+        if name in DATE_ATTRIBUTES:
+            parsed, why = parse_datetimes(
+                values,
+                timezone=rule.timezone or mapping.source.timezone,
+                fmt=rule.format,
+                unit=rule.unit,
+                label=rule.key,
+            )
+            chunk.fail(why)
+            values = format_utc(parsed)
+        elif name == "status" and rule.lookup is None and rule.value is None:
+            values, why = normalize_status(values, rule.key)
+            chunk.fail(why)
+        out[name] = values
+
+    if mapping.dedupe:
+        keys = pd.DataFrame({k: chunk.text(k).fillna("").astype(object) for k in mapping.dedupe})
+        out[KEY] = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+    out[FILE] = file_index
+    out[ROW] = chunk.frame[ROW].to_numpy()
+    bad = chunk.reason.notna()
+    return out[~bad], chunk.reason[bad], skipped
+
+
+def _missing(values: pd.Series, rule: FieldRule, what: str) -> pd.Series:
+    why = pd.Series(np.nan, index=values.index, dtype=object)
+    why[values.isna()] = f"{what} is empty ({_source_description(rule)}); every event needs one"
+    return why
+
+
+def _invalid_rows(frame: pd.DataFrame, reasons: pd.Series, path: str, unit: str) -> list[InvalidRow]:
+    rows = frame.loc[reasons.index]
+    records = rows.drop(columns=[ROW]).to_dict(orient="records")
+    return [
+        InvalidRow(path, int(row), unit, str(reason), {k: v for k, v in rec.items() if isinstance(v, str) and v != ""})
+        for row, reason, rec in zip(rows[ROW], reasons, records)
+    ]
+
+
+def build_plan(
+    paths: Sequence[str | Path],
+    mapping: Mapping,
+    *,
+    since: pd.Timestamp | None = None,
+    until: pd.Timestamp | None = None,
+) -> Plan:
+    """Read every input through the mapping and return the ordered, deduplicated plan."""
+    reader = get_reader(mapping.source.format)
+    report = PlanReport()
+    parts: list[pd.DataFrame] = []
+    files = [str(p) for p in paths]
+    for index, path in enumerate(files):
+        rows = 0
+        seen: set[str] = set()
+        for chunk in reader(Path(path), mapping.source):
+            frame = chunk.frame
+            rows += len(frame) + len(chunk.bad)
+            seen.update(frame.columns)
+            if mapping.source.format == "csv":
+                _check_fields(mapping, seen, path)
+            for bad in chunk.bad:
+                report.invalid.append(InvalidRow(path, bad.row, chunk.unit, bad.reason, {"text": bad.text} if bad.text else {}))
+            if not len(frame):
+                continue
+            events, reasons, skipped = map_chunk(mapping, frame, index)
+            report.filtered.update(skipped)
+            if len(reasons):
+                report.invalid.extend(_invalid_rows(frame, reasons, path, chunk.unit))
+            parts.append(events)
+        if rows and mapping.source.format != "csv":
+            _check_fields(mapping, seen, path)
+        report.files.append((path, rows))
+
+    events = pd.concat(parts, ignore_index=True) if parts else _empty_events(mapping)
+    if since is not None or until is not None:
+        inside = pd.Series(True, index=events.index)
+        if since is not None:
+            inside &= events[TS] >= since
+        if until is not None:
+            inside &= events[TS] < until
+        report.outside_range = int((~inside).sum())
+        events = events[inside]
+    if mapping.dedupe:
+        dup = events[KEY].duplicated(keep="first")
+        report.duplicates = int(dup.sum())
+        events = events[~dup]
+    events = events.sort_values(TS, kind="stable").reset_index(drop=True)
+    for name in ("entityId", "env", "status"):
+        if name in events.columns:
+            events[name] = events[name].astype("category")
+    plan = Plan(mapping, files, events, report)
+    events[ID] = _event_ids(plan)
+    report.planned = len(events)
+    return plan
+
+
+def _empty_events(mapping: Mapping) -> pd.DataFrame:
+    columns = {TS: pd.Series(dtype=UTC_DTYPE), "timestamp": pd.Series(dtype=object), "entityId": pd.Series(dtype=object)}
+    columns.update({name: pd.Series(dtype=object) for name in mapping.attributes})
+    if mapping.dedupe:
+        columns[KEY] = pd.Series(dtype="uint64")
+    columns[FILE] = pd.Series(dtype="int64")
+    columns[ROW] = pd.Series(dtype="int64")
+    return pd.DataFrame(columns)
+
+
+def _event_ids(plan: Plan) -> pd.Series:
+    """Stable ids: the dedupe key's hash where the mapping has one, else a hash of the event itself
+    (with a counter for identical events, which are then distinct deployments)."""
+    events = plan.events
+    if KEY in events.columns:
+        return "k" + pd.Series(events[KEY].to_numpy(), dtype="uint64").map("{:016x}".format)
+    hashes = []
+    for start in range(0, len(events), 100_000):
+        hashes.append(pd.util.hash_pandas_object(plan.bodies(start, start + 100_000), index=False).to_numpy())
+    digest = pd.Series(np.concatenate(hashes) if hashes else np.array([], dtype="uint64"), dtype="uint64")
+    ids = "e" + digest.map("{:016x}".format)
+    repeat = digest.groupby(digest).cumcount()
+    ids[repeat > 0] = ids[repeat > 0] + "-" + repeat[repeat > 0].astype(str)
+    return ids

@@ -1,0 +1,93 @@
+"""Human-readable text for a plan: what preview prints and what import shows before it asks."""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from backfill.events import MAX_BATCH
+from backfill.plan import REASON_LIMIT, TS, Plan
+from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle
+
+
+def duration_text(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec} s" if sec else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def upload_seconds(requests: int, limits: Sequence[RateLimit] = DEFAULT_LIMITS) -> float:
+    """Time the rate limits alone impose on `requests` requests (network time not included)."""
+    return Throttle(limits, clock=lambda: 0.0).schedule_seconds(requests, now=0.0)
+
+
+def _counts(plan: Plan, column: str) -> str:
+    if column not in plan.events.columns or not len(plan.events):
+        return "-"
+    counts = plan.events[column].astype(object).fillna("(none)").value_counts()
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+
+def plan_summary(
+    plan: Plan,
+    *,
+    batch_size: int = MAX_BATCH,
+    limits: Sequence[RateLimit] = DEFAULT_LIMITS,
+    show_invalid: int = REASON_LIMIT,
+) -> str:
+    report = plan.report
+    lines = [f"Mapping {plan.mapping.path} (format {plan.mapping.source.format})"]
+    for path, rows in report.files:
+        lines.append(f"  {path}: {rows} rows read")
+    lines.append(
+        f"Rows: {report.rows_read} read = {report.planned} planned + {sum(report.filtered.values())} filtered"
+        f" + {report.duplicates} duplicates + {len(report.invalid)} invalid"
+        + (f" + {report.outside_range} outside --since/--until" if report.outside_range else "")
+    )
+    for label, n in report.filtered.items():
+        lines.append(f"  skipped by filter {label}: {n}")
+    if report.duplicates:
+        keys = ", ".join(plan.mapping.dedupe)
+        lines.append(f"  duplicates folded (same {keys}; first kept): {report.duplicates}")
+    if report.invalid:
+        shown = report.invalid[:show_invalid]
+        more = len(report.invalid) - len(shown)
+        lines.append(f"Invalid rows: {len(report.invalid)}" + (f" (first {len(shown)} shown)" if more else ""))
+        lines.extend(f"  {row}" for row in shown)
+    if len(plan.events):
+        ts = plan.events[TS]
+        first, last = plan.events["timestamp"].iloc[0], plan.events["timestamp"].iloc[-1]
+        lines.append(f"Date range: {first} .. {last} ({(ts.iloc[-1] - ts.iloc[0]).days} days)")
+        lines.append(f"By entity: {_counts(plan, 'entityId')}")
+        lines.append(f"By env: {_counts(plan, 'env')}")
+        lines.append(f"By status: {_counts(plan, 'status')}")
+    requests = plan.requests(batch_size)
+    limit_text = ", ".join(str(limit) for limit in limits)
+    lines.append(
+        f"Requests: {requests} (batches of up to {batch_size}); at the rate limits ({limit_text}) "
+        f"the upload takes at least {duration_text(upload_seconds(requests, limits))}"
+    )
+    return "\n".join(lines)
+
+
+def first_payloads(plan: Plan, *, requests: int = 1, events: int = 3, batch_size: int = MAX_BATCH) -> str:
+    """The first request bodies pretty-printed, each cut to its first few events."""
+    out = []
+    for number, body in enumerate(plan.request_bodies(batch_size, slice_size=batch_size * requests)):
+        if number >= requests:
+            break
+        doc = json.loads(body)
+        total = len(doc["events"])
+        doc["events"] = doc["events"][:events]
+        text = json.dumps(doc, indent=2, ensure_ascii=False)
+        more = f"\n  ... and {total - events} more events in this request" if total > events else ""
+        out.append(f"Request {number + 1} of {plan.requests(batch_size)} ({total} events):\n{text}{more}")
+    return "\n".join(out) if out else "No events to send."
