@@ -1,0 +1,192 @@
+"""DevGrid Events API client: one POST /events, its outcome classified.
+
+Network errors are translated in one place, by `_NETWORK`, into what they mean for the events:
+either the request surely never reached the server (the events are still pending), or it may have
+been processed (the events are uncertain).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from backfill import __version__
+from backfill.errors import UsageError
+
+TARGETS = {
+    "production": "https://prod.api.devgrid.io",
+    "development": "https://api.dev.devgrid.io",
+}
+
+# Outcome kinds
+CREATED = "created"  # 201: success[] and failures[]
+INVALID = "invalid"  # 400: errors[] or message; nothing stored
+TOO_LARGE = "too_large"  # 413
+RATE_LIMITED = "rate_limited"  # 429
+UNAUTHORIZED = "unauthorized"  # 401 / 403
+NOT_SENT = "not_sent"  # connection refused, DNS, connect timeout: the server never saw it
+UNCERTAIN = "uncertain"  # 5xx, read timeout, connection reset after sending: may be stored
+FATAL = "fatal"  # anything else (404: wrong URL, ...): stop
+
+_NETWORK: tuple[tuple[type[Exception], str, str], ...] = (
+    (httpx.ConnectTimeout, NOT_SENT, "connect timeout"),
+    (httpx.ConnectError, NOT_SENT, "cannot connect"),
+    (httpx.PoolTimeout, NOT_SENT, "connection pool timeout"),
+    (httpx.ReadTimeout, UNCERTAIN, "timed out waiting for the response"),
+    (httpx.WriteTimeout, UNCERTAIN, "timed out sending the request"),
+    (httpx.RemoteProtocolError, UNCERTAIN, "connection closed without a response"),
+    (httpx.ReadError, UNCERTAIN, "connection reset while waiting for the response"),
+    (httpx.WriteError, UNCERTAIN, "connection reset while sending"),
+    (httpx.TransportError, UNCERTAIN, "network error"),
+)
+
+
+@dataclass
+class Outcome:
+    kind: str
+    status: int | None = None
+    detail: str = ""
+    success: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    retry_after: float | None = None
+
+    @property
+    def label(self) -> str:
+        """Short text for the checkpoint's request log: the HTTP status or the error kind."""
+        return str(self.status) if self.status is not None else self.detail or self.kind
+
+
+def check_base_url(url: str) -> str:
+    """The URL without a trailing slash; plain http only to loopback addresses."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--base-url {url!r}: expected http(s)://HOST[:PORT]")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UsageError(
+            f"--base-url {url!r}: plain http is refused except for loopback addresses (127.0.0.1, ::1, localhost); use https"
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+class EventsClient:
+    """POST /events with the key in the x-api-key header. The key appears nowhere else."""
+
+    def __init__(self, base_url: str, api_key: str, *, client: httpx.Client | None = None, timeout: float = 30.0):
+        self.url = f"{base_url.rstrip('/')}/events"
+        self._headers = {
+            "x-api-key": api_key,
+            "Content-Type": "application/json",
+            "User-Agent": f"devgrid-backfill/{__version__}",
+        }
+        self._client = client or httpx.Client(timeout=timeout)
+        self._owns_client = client is None
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def post(self, body: str) -> Outcome:
+        try:
+            response = self._client.post(self.url, content=body.encode("utf-8"), headers=self._headers)
+        except Exception as exc:
+            for error_type, kind, text in _NETWORK:
+                if isinstance(exc, error_type):
+                    return Outcome(kind, detail=text)
+            raise
+        return classify(response)
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _message(doc: Any, response: httpx.Response) -> str:
+    if isinstance(doc, dict) and isinstance(doc.get("message"), str):
+        return doc["message"]
+    text = response.text.strip().replace("\n", " ")
+    return text[:200] or response.reason_phrase
+
+
+def classify(response: httpx.Response) -> Outcome:
+    status = response.status_code
+    doc = _json(response)
+    if status in (200, 201):
+        if not isinstance(doc, dict):
+            return Outcome(UNCERTAIN, status, "the 201 response is not the documented JSON")
+        success = doc.get("success") or []
+        failures = doc.get("failures") or []
+        return Outcome(CREATED, status, success=list(success), failures=list(failures))
+    if status == 400:
+        errors = doc.get("errors") if isinstance(doc, dict) else None
+        return Outcome(INVALID, status, _message(doc, response) if not errors else "validation errors",
+                       errors=list(errors or []))
+    if status == 413:
+        return Outcome(TOO_LARGE, status, _message(doc, response))
+    if status == 429:
+        return Outcome(RATE_LIMITED, status, _message(doc, response),
+                       retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    if status in (401, 403):
+        return Outcome(UNAUTHORIZED, status, _message(doc, response))
+    if status >= 500 or status == 408:
+        return Outcome(UNCERTAIN, status, _message(doc, response))
+    return Outcome(FATAL, status, _message(doc, response))
+
+
+_PATH = re.compile(r"^events\[(\d+)\]")
+
+
+def error_indices(errors: list[dict], n_events: int) -> dict[int, str]:
+    """Event index -> message from a 400's errors[] (paths like events[3].timestamp)."""
+    out: dict[int, str] = {}
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        match = _PATH.match(str(error.get("path", "")))
+        if not match or int(match.group(1)) >= n_events:
+            continue
+        index = int(match.group(1))
+        text = f"{error.get('path')}: {error.get('msg', 'invalid')}"
+        out[index] = f"{out[index]}; {text}" if index in out else text
+    return out
+
+
+def canonical(event: Any) -> str:
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,282 @@
+"""Batches from the checkpoint -> the Events API, with throttling, retries and bisection.
+
+Every request is written ahead (its events marked in flight) before it is sent, and its outcome is
+recorded in one transaction after, so a crash at any instant leaves each event pending, sent,
+rejected or uncertain - never lost, never silently sent twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from backfill import client as api
+from backfill.client import EventsClient, Outcome, canonical, error_indices
+from backfill.errors import AuthError, UploadStopped
+from backfill.events import MAX_BATCH
+from backfill.journal import Journal, PlannedEvent
+from backfill.throttle import RateLimit, Throttle
+
+RESEND = "resend"
+SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    batch_size: int = MAX_BATCH
+    on_uncertain: str = RESEND  # resend | skip
+    max_retries: int = 5  # consecutive failed attempts (5xx, network) before stopping
+    backoff_base: float = 1.0  # seconds; full jitter over base * 2**attempt
+    backoff_cap: float = 300.0
+    slowdown: float = 0.9  # each 429 scales the limiter's counts by this
+
+
+class Progress(Protocol):
+    def advance(self, sent: int, rejected: int, uncertain: int) -> None: ...
+    def waiting(self, seconds: float, reason: str) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+class NullProgress:
+    def advance(self, sent: int, rejected: int, uncertain: int) -> None:
+        pass
+
+    def waiting(self, seconds: float, reason: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class UploadResult:
+    counts: dict[str, int]
+    requests: int = 0
+    rate_limited: int = 0
+    elapsed: float = 0.0
+    batch_size: int = MAX_BATCH
+    events: dict[str, int] = field(default_factory=dict)  # this run: sent, rejected, uncertain
+
+
+def request_body(batch: list[PlannedEvent]) -> str:
+    return '{"events":[' + ",".join(e.body for e in batch) + "]}"
+
+
+def limit_name(limit: RateLimit) -> str:
+    names = {60.0: "per-minute", 3600.0: "hourly", 1.0: "per-second", 86400.0: "daily"}
+    return f"the {names.get(limit.period, str(limit))} limit"
+
+
+class Uploader:
+    def __init__(
+        self,
+        journal: Journal,
+        client: EventsClient,
+        throttle: Throttle,
+        options: UploadOptions = UploadOptions(),
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+        progress: Progress | None = None,
+    ):
+        self.journal = journal
+        self.client = client
+        self.throttle = throttle
+        self.options = options
+        self.clock = clock
+        self.sleep = sleep
+        self.jitter = jitter
+        self.progress = progress or NullProgress()
+        self.batch_size = min(options.batch_size, MAX_BATCH)
+        self.result = UploadResult(counts={}, batch_size=self.batch_size, events={"sent": 0, "rejected": 0, "uncertain": 0})
+        self._queue: deque[list[PlannedEvent]] = deque()  # halves of a batch being bisected
+        self._failures = 0  # consecutive failed attempts
+        self._throttled = 0  # consecutive 429s
+
+    # ----------------------------------------------------------------- the loop
+
+    def run(self) -> UploadResult:
+        started = self.clock()
+        resend = self.options.on_uncertain == RESEND
+        if not resend:
+            self.journal.skip_uncertain()
+        try:
+            while batch := self._next(resend):
+                self._send(batch)
+        finally:
+            if not resend:
+                self.journal.skip_uncertain()
+            self.result.elapsed = self.clock() - started
+            self.result.counts = self.journal.counts()
+            self.result.batch_size = self.batch_size
+        return self.result
+
+    def _next(self, resend: bool) -> list[PlannedEvent]:
+        if self._queue:
+            return self._queue.popleft()
+        return self.journal.next_batch(self.batch_size, include_uncertain=resend)
+
+    def _send(self, batch: list[PlannedEvent]) -> None:
+        self.throttle.acquire(on_wait=self._on_wait)
+        ids = [e.event_id for e in batch]
+        request_no = self.journal.begin_request(ids, self.clock())
+        self.result.requests += 1
+        try:
+            outcome = self.client.post(request_body(batch))
+        except BaseException:
+            # Interrupted (Ctrl-C) or a bug while the request was out: the server may have it.
+            self.journal.finish_request(request_no, finished_at=self.clock(), outcome="interrupted", uncertain=ids)
+            raise
+        self._record(request_no, batch, outcome)
+
+    def _finish(self, request_no: int, outcome: Outcome, **states) -> None:
+        self.journal.finish_request(request_no, finished_at=self.clock(), outcome=outcome.label, **states)
+        sent, rejected, uncertain = len(states.get("sent", {})), len(states.get("rejected", {})), len(states.get("uncertain", ()))
+        self.result.events["sent"] += sent
+        self.result.events["rejected"] += rejected
+        self.result.events["uncertain"] += uncertain
+        self.progress.advance(sent, rejected, uncertain)
+
+    # ----------------------------------------------------------------- outcomes
+
+    def _record(self, request_no: int, batch: list[PlannedEvent], outcome: Outcome) -> None:
+        ids = [e.event_id for e in batch]
+        kind = outcome.kind
+        if kind == api.CREATED:
+            sent, rejected, uncertain = match_created(batch, outcome)
+            self._finish(request_no, outcome, sent=sent, rejected=rejected, uncertain=uncertain)
+            self._failures = self._throttled = 0
+        elif kind == api.INVALID:
+            self._failures = 0
+            self._invalid(request_no, batch, outcome)
+        elif kind == api.TOO_LARGE:
+            self._finish(request_no, outcome, pending=ids)
+            if len(batch) == 1:
+                raise UploadStopped(f"the server answered 413 (payload too large) to a single event: {outcome.detail}")
+            self.batch_size = max(1, len(batch) // 2)
+            self.progress.note(f"413 payload too large: batch size now {self.batch_size}")
+        elif kind == api.RATE_LIMITED:
+            self._finish(request_no, outcome, pending=ids)
+            self._rate_limited(outcome)
+        elif kind == api.UNAUTHORIZED:
+            self._finish(request_no, outcome, pending=ids)
+            raise AuthError(
+                f"the API refused the key ({outcome.status}: {outcome.detail}); "
+                "check DEVGRID_API_KEY or --api-key-file and the --target; nothing was retried"
+            )
+        elif kind == api.FATAL:
+            self._finish(request_no, outcome, pending=ids)
+            raise UploadStopped(
+                f"unexpected answer {outcome.status} from {self.client.url}: {outcome.detail}; "
+                "check --target/--base-url, then rerun to resume"
+            )
+        else:  # NOT_SENT or UNCERTAIN
+            if kind == api.NOT_SENT:
+                self._finish(request_no, outcome, pending=ids)
+            else:
+                self._finish(request_no, outcome, uncertain=ids)
+            self._failed(outcome)
+
+    def _invalid(self, request_no: int, batch: list[PlannedEvent], outcome: Outcome) -> None:
+        """400: reject the events the error paths name; without paths, bisect to isolate them."""
+        ids = [e.event_id for e in batch]
+        named = error_indices(outcome.errors, len(batch))
+        if named:
+            rejected = {ids[i]: f"400 {reason}" for i, reason in named.items()}
+            self._finish(request_no, outcome, rejected=rejected, pending=[i for i in ids if i not in rejected])
+            return
+        if len(batch) == 1:
+            self._finish(request_no, outcome, rejected={ids[0]: f"400 {outcome.detail}"})
+            return
+        self._finish(request_no, outcome, pending=ids)
+        half = len(batch) // 2
+        self._queue.appendleft(batch[half:])
+        self._queue.appendleft(batch[:half])
+
+    def _backoff(self, attempt: int) -> float:
+        return self.jitter() * min(self.options.backoff_cap, self.options.backoff_base * 2**attempt)
+
+    def _rate_limited(self, outcome: Outcome) -> None:
+        self.result.rate_limited += 1
+        self._throttled += 1
+        delay = self._backoff(self._throttled)
+        if outcome.retry_after is not None:
+            delay = max(delay, outcome.retry_after)
+        slower = [RateLimit(max(1, int(lim.count * self.options.slowdown)), lim.period) for lim in self.throttle.limits]
+        now = self.clock()
+        blocked = self.throttle.blocked_until
+        self.throttle = Throttle(slower, clock=self.clock, sleep=self.sleep, history=self.throttle.recent_times())
+        self.throttle.block_until(max(blocked, now + delay))
+        self.progress.waiting(delay, f"429 from the server: waiting {delay:.1f} s")
+
+    def _failed(self, outcome: Outcome) -> None:
+        self._failures += 1
+        if self._failures > self.options.max_retries:
+            raise UploadStopped(
+                f"stopped after {self._failures} failed attempts in a row (last: {outcome.label}"
+                f"{': ' + outcome.detail if outcome.detail and outcome.detail != outcome.label else ''})"
+            )
+        delay = self._backoff(self._failures)
+        self.progress.waiting(delay, f"{outcome.label}: retry {self._failures}/{self.options.max_retries} in {delay:.1f} s")
+        self.sleep(delay)
+
+    def _on_wait(self, seconds: float, limit: RateLimit) -> None:
+        until = time.strftime("%H:%M:%S", time.localtime(self.clock() + seconds))
+        self.progress.waiting(seconds, f"waiting for {limit_name(limit)} ({limit}) until {until}")
+
+
+def match_created(batch: list[PlannedEvent], outcome: Outcome) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Match a 201's failures to the events sent (by content) and its successes to the rest (in order).
+
+    Events the response does not account for are uncertain.
+    """
+    sent_docs = [json.loads(e.body) for e in batch]
+    canon = [canonical(doc) for doc in sent_docs]
+    rejected: dict[str, str] = {}
+    taken: set[int] = set()
+    for failure in outcome.failures:
+        if not isinstance(failure, dict):
+            continue
+        reason = str(failure.get("reason") or failure.get("message") or "rejected by the server")
+        index = _find(canon, sent_docs, failure.get("event"), taken)
+        if index is not None:
+            taken.add(index)
+            rejected[batch[index].event_id] = reason
+    rest = [i for i in range(len(batch)) if i not in taken]
+    successes = [s for s in outcome.success if isinstance(s, dict)]
+    sent: dict[str, str] = {}
+    if len(successes) == len(rest):
+        for i, success in zip(rest, successes):
+            sent[batch[i].event_id] = str(success.get("id") or "")
+        return sent, rejected, []
+    # Counts disagree: match what can be matched by content, the rest is uncertain.
+    for success in successes:
+        index = _find(canon, sent_docs, success, taken)
+        if index is not None:
+            taken.add(index)
+            sent[batch[index].event_id] = str(success.get("id") or "")
+    uncertain = [batch[i].event_id for i in range(len(batch)) if i not in taken]
+    return sent, rejected, uncertain
+
+
+def _find(canon: list[str], docs: list[dict], event: object, taken: set[int]) -> int | None:
+    """Index of the sent event equal to `event` (whole, else by type, entityId, timestamp, attributes)."""
+    if not isinstance(event, dict):
+        return None
+    whole = canonical({k: event.get(k) for k in ("type", "timestamp", "entityId", "attributes") if k in event})
+    for i, c in enumerate(canon):
+        if i not in taken and c == whole:
+            return i
+    for i, doc in enumerate(docs):
+        if i in taken:
+            continue
+        if all(event.get(k) == doc.get(k) for k in ("entityId", "timestamp") if k in event) and (
+            event.get("attributes") in (None, doc.get("attributes"))
+        ) and ("entityId" in event or "timestamp" in event):
+            return i
+    return None
