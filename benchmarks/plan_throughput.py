@@ -1,0 +1,145 @@
+"""Planning throughput: `backfill preview --out` on an N-row CSV next to a plain pandas.read_csv.
+
+    python benchmarks/plan_throughput.py [--rows 1000000] [--keep DIR]
+
+Generates a release-log CSV (local times, mixed status spellings, some rows to filter, duplicates),
+then runs, each in its own process so peak memory (max RSS) is measured separately:
+  1. a plain `pandas.read_csv(path, dtype=str)` (C engine) of the same file;
+  2. `backfill preview FILE -m MAPPING --out payloads.jsonl --show 0`.
+Prints rows/s, the time ratio and the peak memory of each.
+Targets: planning <= 2x the plain read; peak memory < 500 MB at 1,000,000 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MAPPING = """\
+source:
+  format: csv
+  timezone: Europe/Berlin
+entityId:
+  from: service
+  lookup: {payments: 8c0e4f3a-1d2b-4c5d-9e8f-0a1b2c3d4e5f, web: app-123, search: app-456, auth: app-789}
+timestamp: {from: [finished_at, started_at]}
+attributes:
+  env: {from: environment, lookup: {prod: production, staging: staging}}
+  status: result
+  build_id: build
+  build_commit_sha: sha
+  build_url: {template: "https://ci.example.com/job/{job}/{build}/"}
+  initiator: {from: deployed_by, default: release-bot}
+  deployment_start_time: started_at
+filter:
+  - {field: environment, in: [prod, staging]}
+  - {field: result, not_in: [ABORTED]}
+dedupe: [service, build]
+"""
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> None:
+    rng = np.random.default_rng(seed)
+    services = np.array(["payments", "web", "search", "auth"])
+    envs = np.array(["prod", "staging", "dev"])
+    results = np.array(["Success", "SUCCESS", "passed", "FAILED", "failure", "ABORTED", "success"])
+    people = np.array(["anna.schmidt", "jonas.weber", "li.chen", "", "release-bot"])
+    start = pd.Timestamp("2019-01-01").value // 10**9
+    span = 6 * 365 * 86400
+    chunk = 200_000
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("service,environment,result,build,sha,started_at,finished_at,deployed_by,job\n")
+        for first in range(0, rows, chunk):
+            n = min(chunk, rows - first)
+            builds = np.arange(first, first + n) + 1
+            builds[rng.random(n) < 0.01] -= 1  # ~1% duplicates of the previous build
+            t0 = start + rng.integers(0, span, n)
+            started = pd.to_datetime(t0, unit="s").strftime("%Y-%m-%d %H:%M:%S")
+            finished = pd.to_datetime(t0 + rng.integers(60, 3600, n), unit="s").strftime("%Y-%m-%d %H:%M:%S")
+            sha = pd.Series(rng.integers(0, 2**63, n)).map("{:016x}".format) + "a1b2c3d4e5f6a7b8c9d0e1f2"
+            svc = services[rng.integers(0, len(services), n)]
+            frame = pd.DataFrame({
+                "service": svc,
+                "environment": envs[rng.integers(0, len(envs), n)],
+                "result": results[rng.integers(0, len(results), n)],
+                "build": builds,
+                "sha": sha,
+                "started_at": started,
+                "finished_at": finished,
+                "deployed_by": people[rng.integers(0, len(people), n)],
+                "job": "deploy-" + pd.Series(svc),
+            })
+            frame.to_csv(out, header=False, index=False)
+
+
+def measure(argv: list[str]) -> tuple[float, float, str]:
+    """Run a command; return (seconds, peak RSS in MB, stdout)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err.strip()[-500:]}")
+    return elapsed, peak_rss_mb(proc.pid, err), out
+
+
+def peak_rss_mb(pid: int, stderr: str) -> float:
+    for line in stderr.splitlines():
+        if line.startswith("PEAK_RSS_KB="):
+            return int(line.split("=", 1)[1]) / 1024
+    return float("nan")
+
+
+WRAP = (
+    "import resource, runpy, sys, atexit\n"
+    "atexit.register(lambda: print(f'PEAK_RSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr))\n"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep the files")
+    args = parser.parse_args()
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="plan-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    csv_path, mapping, out = work / "deploys.csv", work / "mapping.yaml", work / "payloads.jsonl"
+    if not csv_path.exists() or sum(1 for _ in open(csv_path)) - 1 != args.rows:
+        t0 = time.perf_counter()
+        generate(csv_path, args.rows)
+        print(f"generated {args.rows:,} rows ({csv_path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
+    mapping.write_text(MAPPING)
+
+    plain = WRAP + (
+        "import pandas as pd\n"
+        f"frame = pd.read_csv({str(csv_path)!r}, dtype=str, engine='c')\n"
+        "print(len(frame))\n"
+    )
+    preview = WRAP + (
+        "from backfill.cli import main\n"
+        f"sys.exit(main(['preview', {str(csv_path)!r}, '-m', {str(mapping)!r}, '--out', {str(out)!r}, '--show', '0']))\n"
+    )
+    read_s, read_mb, _ = measure([sys.executable, "-c", plain])
+    plan_s, plan_mb, text = measure([sys.executable, "-c", preview])
+    planned = next((line for line in text.splitlines() if line.startswith("Rows:")), "")
+    print(f"rows: {args.rows:,}   ({planned})")
+    print(f"plain pandas.read_csv(dtype=str):  {read_s:6.2f} s  {args.rows / read_s:12,.0f} rows/s  peak {read_mb:6.0f} MB")
+    print(f"backfill preview --out:            {plan_s:6.2f} s  {args.rows / plan_s:12,.0f} rows/s  peak {plan_mb:6.0f} MB")
+    print(f"ratio preview / plain read: {plan_s / read_s:.2f}x (target <= 2x); peak memory {plan_mb:.0f} MB (target < 500 MB)")
+    print(f"output: {out.stat().st_size / 1e6:.0f} MB of request bodies in {out}")
+    if not args.keep:
+        for path in (csv_path, mapping, out):
+            os.unlink(path)
+        os.rmdir(work)
+
+
+if __name__ == "__main__":
+    main()
