@@ -116,8 +116,7 @@ class Throttle:
 
     def record(self, t: float) -> None:
         """Note a request sent (or accepted) at time t."""
-        bisect.insort(self._times, float(t))
-        self._prune(self._times[-1])
+        self._record(float(t), min(float(t), self._clock()))
 
     def block_until(self, t: float) -> None:
         """No request before t (the server answered 429 with Retry-After)."""
@@ -158,7 +157,7 @@ class Throttle:
             remaining = deadline - now
             if remaining <= _TOLERANCE:
                 t = max(now, deadline)
-                self.record(t)
+                self._record(t, now)
                 return t
             if on_wait is not None and deadline != announced:
                 on_wait(remaining, limit if limit is not None else self._fullest(now))
@@ -172,7 +171,7 @@ class Throttle:
         remaining = deadline - now
         if remaining > _TOLERANCE:
             return False, remaining
-        self.record(max(now, deadline))
+        self._record(max(now, deadline), now)
         return True, 0.0
 
     def schedule_seconds(self, n_requests: int, now: float | None = None) -> float:
@@ -211,6 +210,12 @@ class Throttle:
             # Only a server's Retry-After can delay a throttle without limits; describe it as itself.
             return RateLimit(1, max(self._blocked_until - now, _TOLERANCE))
         return max(self.limits, key=fullness)
+
+    def _record(self, t: float, now: float) -> None:
+        bisect.insort(self._times, t)
+        # Pruning is relative to the caller's clock, not to t: a request accepted within the
+        # tolerance is recorded at its deadline, a hair after `now`, and the next one may come at `now`.
+        self._prune(now)
 
     def _prune(self, now: float) -> None:
         # Only the last `count` times of each window and only times inside the longest window matter.
