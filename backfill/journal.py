@@ -1,0 +1,697 @@
+"""The import checkpoint: one SQLite database per import, holding the plan and every event's state.
+
+Durability: WAL journal, `synchronous=FULL`, and every state change is one transaction committed
+before the method returns, so an acknowledged change survives `kill -9` and power loss. The file is
+created atomically (built under a temporary name, then hard-linked into place), so a checkpoint
+path either does not exist or holds a complete, empty checkpoint.
+
+Event life cycle (the uploader drives it; `begin_request` is written *before* the HTTP request):
+
+    pending --begin_request--> in_flight --finish_request--> sent | rejected | uncertain | pending
+    uncertain --begin_request (include_uncertain)--> in_flight, and resent_after_uncertain = 1
+    uncertain --skip_uncertain--> uncertain, skipped_uncertain = 1 (never sent again)
+    in_flight at open (the process died mid-request) --> uncertain
+
+The API key is never stored: there is no column for it, and `options` refuses secret-looking keys.
+
+A writer (`Journal.open`, `Journal.create`) holds an advisory lock on `<path>-lock` so that two
+processes never upload from one checkpoint, and so that open-time recovery never turns another
+live process's in-flight events into uncertain ones. `Journal.open(path, read_only=True)` takes
+no lock and changes nothing (for `status`-like commands while an upload runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from backfill.errors import CheckpointError
+
+try:  # POSIX only; without it (Windows) the writer lock is skipped
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+STATES = ("pending", "in_flight", "sent", "rejected", "uncertain")
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x44474246  # "DGBF" in the SQLite header: marks a devgrid-backfill checkpoint
+BUSY_TIMEOUT_S = 10.0
+# Events per transaction in add_events. 10,000 was twice as slow for 1M events: each commit rewrites
+# most pages of the (random) event_id index. A run that dies mid-plan redoes the plan anyway.
+ADD_CHUNK = 100_000
+CACHE_KIB = 65_536  # page cache per connection; keeps the event_id index hot during a bulk add
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # truncate the WAL back to this after checkpoints
+
+# Option names that look like a credential; options are stored in clear, so these are refused.
+_SECRET_OPTION = re.compile(r"api[_-]?key|token|secret|password|passwd", re.IGNORECASE)
+
+_SCHEMA = (
+    """CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL                -- JSON
+    ) WITHOUT ROWID""",
+    """CREATE TABLE events (
+        event_id    TEXT PRIMARY KEY,      -- stable id from the planner
+        seq         INTEGER NOT NULL,      -- send order, oldest first
+        body        TEXT NOT NULL,         -- the event's JSON object exactly as POSTed
+        source_file TEXT NOT NULL,
+        source_row  INTEGER NOT NULL,
+        timestamp   TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'in_flight', 'sent', 'rejected', 'uncertain')),
+        request_no  INTEGER,               -- the last request that carried the event
+        server_id   TEXT,                  -- when sent
+        reason      TEXT,                  -- when rejected
+        resent_after_uncertain INTEGER NOT NULL DEFAULT 0 CHECK (resent_after_uncertain IN (0, 1)),
+        skipped_uncertain      INTEGER NOT NULL DEFAULT 0 CHECK (skipped_uncertain IN (0, 1)),
+        CHECK (state <> 'in_flight' OR request_no IS NOT NULL),
+        CHECK (skipped_uncertain = 0 OR state = 'uncertain')
+    )""",
+    # next_batch walks this in (state, seq, rowid) order; counts() groups on it without the table.
+    "CREATE INDEX events_by_state ON events (state, seq)",
+    # Tiny partial indices: the flags are rare, and counts() must not scan a million rows for them.
+    "CREATE INDEX events_resent ON events (state) WHERE resent_after_uncertain = 1",
+    "CREATE INDEX events_skipped ON events (state) WHERE skipped_uncertain = 1",
+    """CREATE TABLE requests (
+        request_no  INTEGER PRIMARY KEY,
+        started_at  REAL NOT NULL,         -- wall clock, time.time()
+        finished_at REAL,
+        outcome     TEXT,                  -- "201", "429", "timeout", ...; "interrupted" if the process died
+        n_events    INTEGER NOT NULL
+    )""",
+    "CREATE INDEX requests_by_start ON requests (started_at)",
+    """CREATE TABLE runs (
+        run_id       INTEGER PRIMARY KEY,
+        started_at   REAL NOT NULL,
+        ended_at     REAL,
+        argv_summary TEXT NOT NULL,
+        outcome      TEXT,                 -- "interrupted" if the process died
+        counts       TEXT                  -- JSON of counts() at the end
+    )""",
+)
+
+_EVENT_COLUMNS = "event_id, seq, body, source_file, source_row, timestamp"
+_SENDABLE = "(state = 'pending' OR (state = 'uncertain' AND skipped_uncertain = 0))"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    event_id: str
+    seq: int
+    body: str
+    source_file: str
+    source_row: int
+    timestamp: str
+
+
+class Journal:
+    """An open checkpoint. Create with `Journal.create` or `Journal.open`; single-threaded."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock_fd: int | None, read_only: bool):
+        self._path = path
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self._read_only = read_only
+        # How many in-flight events open() turned into uncertain ones (the last process died mid-request).
+        self.recovered_in_flight = 0
+
+    # ----------------------------------------------------------------- opening and closing
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        target: str,
+        base_url: str,
+        fingerprints: Mapping[str, str],
+        options: Mapping[str, Any],
+        created_at: float | None = None,
+    ) -> Journal:
+        """Create a new, empty checkpoint at `path` and open it. Refuses an existing file."""
+        path = Path(path)
+        if os.path.lexists(path):
+            raise CheckpointError(f"checkpoint already exists: {path}")
+        _check_options(options)
+        meta = {
+            "tool": "devgrid-backfill",
+            "created_at": time.time() if created_at is None else created_at,
+            "target": target,
+            "base_url": base_url,
+            "fingerprints": dict(fingerprints),
+            "options": dict(options),
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+        _remove_database(tmp)
+        try:
+            conn = _connect(tmp, "rwc")
+            try:
+                _configure(conn, tmp, read_only=False)
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()],
+                )
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # last connection: checkpoints the WAL into the file and removes it
+            _publish(tmp, path)
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"cannot create checkpoint {path}: {exc}") from exc
+        finally:
+            _remove_database(tmp)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Journal:
+        """Open an existing checkpoint.
+
+        A writer (the default) takes the checkpoint's lock and turns events left in flight by a
+        process that died into uncertain ones. `read_only=True` takes no lock and writes nothing.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        try:
+            conn = _connect(path, "rw")
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"cannot open checkpoint {path}: {exc}") from exc
+        lock_fd = None
+        try:
+            _check_identity(conn, path)  # before any pragma that could write to a foreign file
+            if not read_only:
+                lock_fd = _lock(path)
+            _configure(conn, path, read_only=read_only)
+            journal = cls(path, conn, lock_fd, read_only)
+            if not read_only:
+                journal._recover()
+        except BaseException:
+            conn.close()
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return journal
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock; the -lock file itself stays
+            self._lock_fd = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self._path)!r}{', read_only=True' if self._read_only else ''})"
+
+    def _recover(self) -> None:
+        with self._write() as conn:
+            self.recovered_in_flight = conn.execute(
+                "UPDATE events SET state = 'uncertain' WHERE state = 'in_flight'"
+            ).rowcount
+            conn.execute(
+                "UPDATE requests SET outcome = 'interrupted' WHERE finished_at IS NULL AND outcome IS NULL"
+            )
+            conn.execute("UPDATE runs SET outcome = 'interrupted' WHERE ended_at IS NULL AND outcome IS NULL")
+
+    # ----------------------------------------------------------------- transactions
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed (and fsynced) before the block's caller proceeds."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One snapshot for several SELECTs, consistent even while another process writes."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    # ----------------------------------------------------------------- meta
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def created_at(self) -> float:
+        return float(self._meta("created_at"))
+
+    @property
+    def target(self) -> str:
+        return str(self._meta("target"))
+
+    @property
+    def base_url(self) -> str:
+        return str(self._meta("base_url"))
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return dict(self._meta("fingerprints"))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self._meta("options"))
+
+    @property
+    def invalid_count(self) -> int:
+        value = self._meta("invalid_count")
+        return 0 if value is None else int(value)
+
+    @property
+    def plan_complete(self) -> bool:
+        """True once set_invalid_count has been called after the last create / set_fingerprints.
+
+        The planner calls set_invalid_count last, so False means a run died while storing the plan
+        and it must be stored again (add_events is idempotent).
+        """
+        return self._meta("invalid_count") is not None
+
+    def set_fingerprints(self, fingerprints: Mapping[str, str], options: Mapping[str, Any]) -> None:
+        """Record new input fingerprints and options (after --replan). Marks the plan incomplete
+        until set_invalid_count is called again."""
+        _check_options(options)
+        with self._write() as conn:
+            self._set_meta(conn, "fingerprints", dict(fingerprints))
+            self._set_meta(conn, "options", dict(options))
+            conn.execute("DELETE FROM meta WHERE key = 'invalid_count'")
+
+    def set_invalid_count(self, n: int) -> None:
+        if n < 0:
+            raise ValueError(f"invalid count must be >= 0, got {n}")
+        with self._write() as conn:
+            self._set_meta(conn, "invalid_count", int(n))
+
+    def _meta(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    @staticmethod
+    def _set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value, sort_keys=True))
+        )
+
+    # ----------------------------------------------------------------- the plan
+
+    def add_events(self, events: Iterable[PlannedEvent]) -> int:
+        """Insert new events as pending; events already planned keep their state. Returns how many were new."""
+        rows = ((e.event_id, e.seq, e.body, e.source_file, e.source_row, e.timestamp) for e in events)
+        added = 0
+        while chunk := list(islice(rows, ADD_CHUNK)):
+            with self._write() as conn:
+                before = conn.total_changes
+                conn.executemany(f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", chunk)
+                added += conn.total_changes - before
+        return added
+
+    def next_batch(self, size: int, *, include_uncertain: bool) -> list[PlannedEvent]:
+        """The next `size` events to send, lowest seq first: pending ones, and uncertain ones
+        (not skipped) when include_uncertain."""
+        if size < 1:
+            raise ValueError(f"batch size must be >= 1, got {size}")
+        # Two index range scans merged here: one OR query would sort every pending event.
+        queries = [f"SELECT {_EVENT_COLUMNS}, rowid FROM events WHERE state = 'pending' ORDER BY seq, rowid LIMIT ?"]
+        if include_uncertain:
+            queries.append(
+                f"SELECT {_EVENT_COLUMNS}, rowid FROM events WHERE state = 'uncertain' AND skipped_uncertain = 0 "
+                "ORDER BY seq, rowid LIMIT ?"
+            )
+        with self._read() as conn:
+            rows = [row for query in queries for row in conn.execute(query, (size,))]
+        rows.sort(key=lambda row: (row[1], row[6]))
+        return [PlannedEvent(*row[:6]) for row in rows[:size]]
+
+    # ----------------------------------------------------------------- requests
+
+    def begin_request(self, event_ids: Sequence[str], started_at: float) -> int:
+        """Write-ahead, before the HTTP request: record the request and mark its events in flight.
+
+        Returns the request number. Each event must be pending, or uncertain and not skipped (it
+        then gets resent_after_uncertain); anything else is a bug and changes nothing.
+        """
+        ids = list(event_ids)
+        if not ids:
+            raise ValueError("a request needs at least one event")
+        with self._write() as conn:
+            request_no = conn.execute(
+                "INSERT INTO requests (started_at, n_events) VALUES (?, ?)", (started_at, len(ids))
+            ).lastrowid
+            assert request_no is not None
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE events SET state = 'in_flight', request_no = ?, "
+                "resent_after_uncertain = (resent_after_uncertain OR state = 'uncertain') "
+                f"WHERE event_id = ? AND {_SENDABLE}",
+                [(request_no, event_id) for event_id in ids],
+            )
+            if conn.total_changes - before != len(ids):
+                conn.execute("ROLLBACK")  # first, so that the message describes the events as they were
+                raise ValueError(f"cannot send these events: {self._unexpected(conn, ids, _SENDABLE, ())}")
+        return request_no
+
+    def finish_request(
+        self,
+        request_no: int,
+        *,
+        finished_at: float,
+        outcome: str,
+        sent: Mapping[str, str] | None = None,
+        rejected: Mapping[str, str] | None = None,
+        uncertain: Sequence[str] = (),
+        pending: Sequence[str] = (),
+    ) -> None:
+        """Record a request's outcome in one transaction.
+
+        sent: event_id -> server id; rejected: event_id -> reason; uncertain: the server may or may
+        not have stored them; pending: the server stored nothing (429, 413, 400), send again.
+        Every event of the request must be named exactly once.
+        """
+        sent = dict(sent or {})
+        rejected = dict(rejected or {})
+        uncertain = list(uncertain)
+        pending = list(pending)
+        named = [*sent, *rejected, *uncertain, *pending]
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT n_events, finished_at FROM requests WHERE request_no = ?", (request_no,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"unknown request {request_no}")
+            if row[1] is not None:
+                raise ValueError(f"request {request_no} is already finished")
+            if len(named) != row[0]:
+                raise ValueError(f"request {request_no} carried {row[0]} events, but the outcome names {len(named)}")
+            mine = "state = 'in_flight' AND request_no = ?"
+            before = conn.total_changes
+            conn.executemany(
+                f"UPDATE events SET state = 'sent', server_id = ?, reason = NULL WHERE event_id = ? AND {mine}",
+                [(server_id, event_id, request_no) for event_id, server_id in sent.items()],
+            )
+            conn.executemany(
+                f"UPDATE events SET state = 'rejected', reason = ?, server_id = NULL WHERE event_id = ? AND {mine}",
+                [(reason, event_id, request_no) for event_id, reason in rejected.items()],
+            )
+            for state, ids in (("uncertain", uncertain), ("pending", pending)):
+                conn.executemany(
+                    f"UPDATE events SET state = '{state}' WHERE event_id = ? AND {mine}",
+                    [(event_id, request_no) for event_id in ids],
+                )
+            if conn.total_changes - before != len(named):
+                conn.execute("ROLLBACK")  # first, so that the message describes the events as they were
+                problem = self._unexpected(conn, named, mine, (request_no,))
+                raise ValueError(f"request {request_no} did not carry these events: {problem}")
+            conn.execute(
+                "UPDATE requests SET finished_at = ?, outcome = ? WHERE request_no = ?",
+                (finished_at, outcome, request_no),
+            )
+
+    @staticmethod
+    def _unexpected(conn: sqlite3.Connection, ids: list[str], condition: str, params: tuple[Any, ...]) -> str:
+        """Describe the events of `ids` that do not meet `condition` (for an error message)."""
+        seen: set[str] = set()
+        problems = []
+        for event_id in ids:
+            if event_id in seen:
+                problems.append(f"{event_id} (named twice)")
+                continue
+            seen.add(event_id)
+            row = conn.execute(
+                f"SELECT state, skipped_uncertain, {condition} FROM events WHERE event_id = ?", (*params, event_id)
+            ).fetchone()
+            if row is None:
+                problems.append(f"{event_id} (not in the plan)")
+            elif not row[2]:
+                problems.append(f"{event_id} ({row[0]}{', skipped' if row[1] else ''})")
+        return ", ".join(problems[:5]) + (f" and {len(problems) - 5} more" if len(problems) > 5 else "")
+
+    def skip_uncertain(self) -> int:
+        """Never resend the events now uncertain (--on-uncertain skip); they count as possibly missing."""
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE events SET skipped_uncertain = 1 WHERE state = 'uncertain' AND skipped_uncertain = 0"
+            ).rowcount
+
+    def request_times(self, since: float) -> list[float]:
+        """Start times of the requests started at or after `since`, oldest first (for the rate limiter)."""
+        rows = self._conn.execute(
+            "SELECT started_at FROM requests WHERE started_at >= ? ORDER BY started_at", (since,)
+        )
+        return [row[0] for row in rows]
+
+    # ----------------------------------------------------------------- reports
+
+    def counts(self) -> dict[str, int]:
+        with self._read() as conn:
+            by_state = dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
+            duplicated = conn.execute(
+                "SELECT count(*) FROM events WHERE resent_after_uncertain = 1 AND state = 'sent'"
+            ).fetchone()[0]
+            missing = conn.execute("SELECT count(*) FROM events WHERE skipped_uncertain = 1").fetchone()[0]
+            requests = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+            invalid = self.invalid_count
+        return {
+            "planned": sum(by_state.values()),
+            **{state: by_state.get(state, 0) for state in STATES},
+            "invalid": invalid,
+            "possibly_duplicated": duplicated,
+            "possibly_missing": missing,
+            "requests": requests,
+        }
+
+    def uncertain_events(self) -> list[dict[str, Any]]:
+        """Events the server may hold zero or two copies of.
+
+        status: "duplicated" (uncertain, then sent again), "missing" (uncertain and skipped),
+        "unresolved" (uncertain and not resent yet, or resent without a final answer).
+        """
+        rows = self._conn.execute(
+            "SELECT event_id, source_file, source_row, timestamp, state, skipped_uncertain FROM events "
+            "WHERE rowid IN (SELECT rowid FROM events WHERE state = 'uncertain' "
+            "UNION ALL SELECT rowid FROM events WHERE resent_after_uncertain = 1) ORDER BY seq, rowid"
+        )
+        result = []
+        for event_id, source_file, source_row, timestamp, state, skipped in rows:
+            status = "missing" if skipped else "duplicated" if state == "sent" else "unresolved"
+            result.append(
+                {
+                    "event_id": event_id,
+                    "source_file": source_file,
+                    "source_row": source_row,
+                    "timestamp": timestamp,
+                    "state": state,
+                    "status": status,
+                }
+            )
+        return result
+
+    def rejected_events(self) -> Iterator[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT event_id, source_file, source_row, reason, body FROM events "
+            "WHERE state = 'rejected' ORDER BY seq, rowid"
+        )
+        for event_id, source_file, source_row, reason, body in rows:
+            yield {
+                "event_id": event_id,
+                "source_file": source_file,
+                "source_row": source_row,
+                "reason": reason,
+                "body": body,
+            }
+
+    def sent_events(self) -> Iterator[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT event_id, source_file, source_row, server_id, body FROM events "
+            "WHERE state = 'sent' ORDER BY seq, rowid"
+        )
+        for event_id, source_file, source_row, server_id, body in rows:
+            yield {
+                "event_id": event_id,
+                "source_file": source_file,
+                "source_row": source_row,
+                "server_id": server_id,
+                "body": body,
+            }
+
+    # ----------------------------------------------------------------- runs
+
+    def start_run(self, started_at: float, argv_summary: str) -> int:
+        with self._write() as conn:
+            run_id = conn.execute(
+                "INSERT INTO runs (started_at, argv_summary) VALUES (?, ?)", (started_at, argv_summary)
+            ).lastrowid
+        assert run_id is not None
+        return run_id
+
+    def end_run(self, run_id: int, ended_at: float, outcome: str) -> None:
+        """Close a run, storing the counts at its end."""
+        counts = json.dumps(self.counts(), sort_keys=True)
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE runs SET ended_at = ?, outcome = ?, counts = ? WHERE run_id = ?",
+                (ended_at, outcome, counts, run_id),
+            ).rowcount
+            if changed != 1:
+                raise ValueError(f"unknown run {run_id}")
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT run_id, started_at, ended_at, argv_summary, outcome, counts FROM runs ORDER BY run_id"
+        )
+        return [
+            {
+                "run_id": run_id,
+                "started_at": started_at,
+                "ended_at": ended_at,
+                "argv_summary": argv_summary,
+                "outcome": outcome,
+                "counts": None if counts is None else json.loads(counts),
+            }
+            for run_id, started_at, ended_at, argv_summary, outcome, counts in rows
+        ]
+
+    def activity(self) -> dict[str, float | None]:
+        """created_at, first_request_at, last_request_at and last_activity_at (all wall-clock seconds)."""
+        with self._read() as conn:
+            first_request, last_request, last_finish = conn.execute(
+                "SELECT min(started_at), max(started_at), max(finished_at) FROM requests"
+            ).fetchone()
+            last_run_start, last_run_end = conn.execute("SELECT max(started_at), max(ended_at) FROM runs").fetchone()
+            created_at = self.created_at
+        moments = [t for t in (created_at, last_request, last_finish, last_run_start, last_run_end) if t is not None]
+        return {
+            "created_at": created_at,
+            "first_request_at": first_request,
+            "last_request_at": last_request,
+            "last_activity_at": max(moments),
+        }
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit); `mode` "rw" never creates a file."""
+    uri = f"{path.resolve().as_uri()}?mode={mode}"
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
+
+def _check_identity(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        raise CheckpointError(f"{path}: not a devgrid-backfill checkpoint ({exc})") from exc
+    if application_id != APPLICATION_ID:
+        raise CheckpointError(f"{path}: not a devgrid-backfill checkpoint")
+    if version != SCHEMA_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint schema version {version} is not supported "
+            f"(this devgrid-backfill reads version {SCHEMA_VERSION})"
+        )
+
+
+def _configure(conn: sqlite3.Connection, path: Path, *, read_only: bool) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    if not read_only:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise CheckpointError(f"{path}: SQLite cannot use WAL mode here (got {mode!r}); use a local disk")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+    conn.execute("PRAGMA synchronous = FULL")  # per connection: a commit is on disk when it returns
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    if read_only:
+        conn.execute("PRAGMA query_only = ON")
+
+
+def _lock(path: Path) -> int | None:
+    """Take the writer lock (released by the kernel if the process dies), or refuse."""
+    if fcntl is None:  # pragma: no cover
+        return None
+    lock_path = f"{path}-lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create lock file {lock_path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if isinstance(exc, BlockingIOError):
+            raise CheckpointError(f"checkpoint {path} is in use by another devgrid-backfill process") from exc
+        raise CheckpointError(f"cannot lock checkpoint {path}: {exc.strerror}") from exc
+    return fd
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Move the finished file into place atomically, never over an existing file; sync the directory."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError as exc:
+        raise CheckpointError(f"checkpoint already exists: {path}") from exc
+    except OSError:  # no hard links on this file system
+        if os.path.lexists(path):
+            raise CheckpointError(f"checkpoint already exists: {path}") from None
+        os.rename(tmp, path)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_database(path: Path) -> None:
+    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    secret = [key for key in options if _SECRET_OPTION.search(key)]
+    if secret:
+        raise ValueError(f"options must not include credentials (the checkpoint is stored in clear): {secret}")
+    json.dumps(dict(options))  # fail now, not halfway through a transaction
