@@ -119,9 +119,12 @@ def plan_from_args(args: argparse.Namespace) -> tuple[Mapping, Plan]:
 
 
 def write_invalid(plan: Plan, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as out:
-        for row in plan.report.invalid:
-            out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            for row in plan.report.invalid:
+                out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--invalid-out {path}: cannot write: {exc.strerror}") from None
 
 
 def write_request_bodies(plan: Plan, path: str, batch_size: int) -> int:
@@ -129,12 +132,16 @@ def write_request_bodies(plan: Plan, path: str, batch_size: int) -> int:
     target = Path(path)
     temp = target.with_name(f".{target.name}.partial")
     count = 0
-    with open(temp, "w", encoding="utf-8") as out:
-        for body in plan.request_bodies(batch_size):
-            out.write(body)
-            out.write("\n")
-            count += 1
-    temp.replace(target)
+    try:
+        with open(temp, "w", encoding="utf-8") as out:
+            for body in plan.request_bodies(batch_size):
+                out.write(body)
+                out.write("\n")
+                count += 1
+        temp.replace(target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise UsageError(f"--out {path}: cannot write: {exc.strerror}") from None
     return count
 
 

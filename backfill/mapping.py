@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -143,7 +144,7 @@ def _pairs(node: yaml.Node, err: _Err, key: str) -> list[tuple[str, yaml.ScalarN
         if name is None:
             raise err(knode, f"{key}: empty key")
         if name in seen:
-            raise err(knode, f"{key}.{name}: given twice")
+            raise err(knode, f"{key + '.' if key != 'mapping' else ''}{name}: given twice")
         seen.add(name)
         out.append((name, knode, vnode))
     return out
@@ -214,7 +215,18 @@ def _rule(node: yaml.Node, err: _Err, key: str, *, is_time: bool) -> FieldRule:
         raise err(node, f"{key}: give unit (epoch numbers) or format (text), not both")
     if parts.get("timezone"):
         _zone(parts["timezone"], err, node, f"{key}.timezone")
+    if parts.get("format"):
+        _strptime_format(parts["format"], err, node, f"{key}.format")
     return FieldRule(key=key, line=line, **parts)
+
+
+def _strptime_format(fmt: str, err: _Err, node: yaml.Node, key: str) -> None:
+    """A format strptime rejects (bad directive, stray %) is a mapping error, not a crash per row."""
+    try:
+        datetime.strptime("", fmt)
+    except ValueError as exc:
+        if not str(exc).startswith("time data"):  # "does not match" is the expected outcome for ""
+            raise err(node, f"{key}: invalid strptime format: {exc}") from None
 
 
 def _zone(name: str, err: _Err, node: yaml.Node, key: str) -> None:

@@ -17,6 +17,7 @@ _EPOCH = r"-?\d+(?:\.\d+)?"
 _AWARE = r"[T ]\d.*(?:Z|z|[+-]\d{2}:?\d{2})$"
 _SPACE_BEFORE_OFFSET = r"\s+(?=[+-]\d{2}:?\d{2}$)"
 MS_THRESHOLD = 100_000_000_000  # epoch numbers at or above this are milliseconds (1e11 s is year 5138)
+EPOCH_MIN, EPOCH_MAX = -2_208_988_800, 7_258_118_399  # epoch seconds of 1900-01-01 and 2199-12-31T23:59:59
 
 
 def _empty_like(values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -54,19 +55,27 @@ def parse_datetimes(
         is_number = pd.Series(False, index=present.index)
     numbers = present[is_number]
     if len(numbers):
-        num = pd.to_numeric(numbers)
+        num = pd.to_numeric(numbers, errors="coerce").astype("float64")
         millis = (num.abs() >= MS_THRESHOLD) if unit is None else pd.Series(unit == "ms", index=num.index)
-        for is_ms, part in num.groupby(millis):
-            scale = 1000 if is_ms else 1
-            seconds = np.floor(part.to_numpy(dtype="float64") / scale) if not is_ms else part.to_numpy(dtype="int64") // 1000
-            out[part.index] = pd.to_datetime(seconds.astype("int64"), unit="s", utc=True)
+        seconds = np.floor(num.where(~millis, num / 1000))
+        # far outside any deployment history (and pandas' range): a reason, not an overflow error
+        in_range = seconds.between(EPOCH_MIN, EPOCH_MAX)
+        good = seconds[in_range]
+        if len(good):
+            out[good.index] = pd.to_datetime(good.to_numpy(dtype="int64"), unit="s", utc=True)
+        if not in_range.all():
+            far = numbers[~in_range]
+            why[far.index] = _why(
+                far, f"{label}: epoch number", " is outside the years 1900-2199; check the unit (s or ms)"
+            )
     text = present[~is_number]
     if unit and len(text):
         why[text.index] = _why(text, f"{label}: expected epoch {'milliseconds' if unit == 'ms' else 'seconds'}, got", "")
         text = text.iloc[0:0]
     if len(text):
         if fmt:
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+            # with an offset in the format, rows may differ in offset (summer/winter): convert to UTC
+            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc="%z" in fmt or "%Z" in fmt)
             hint = f" (format {fmt!r})"
         else:
             parsed = None
@@ -81,6 +90,9 @@ def parse_datetimes(
             has_zone = cleaned.str.contains(_AWARE, regex=True)
             if has_zone.any():
                 aware = pd.to_datetime(cleaned[has_zone], utc=True, format="ISO8601", errors="coerce")
+                if aware.isna().any():  # lower-case t / z (RFC 3339 allows them); only the few that failed
+                    retry = cleaned[has_zone][aware.isna()].str.upper()
+                    aware[retry.index] = pd.to_datetime(retry, utc=True, format="ISO8601", errors="coerce")
                 out[aware.index] = aware.dt.floor("s")
             naive = cleaned[~has_zone]
             if len(naive):
@@ -113,9 +125,20 @@ def _localize(
         why[src[gap].index] = _why(
             src[gap], f"{label}:", f" does not exist in {timezone} (clocks went forward for DST); fix the time or give it with an offset"
         )
-        why[src[~gap].index] = _why(
-            src[~gap], f"{label}:", f" is ambiguous in {timezone} (clocks went back for DST); give it with an offset such as +01:00"
-        )
+        twice = lost_values[~gap]
+        if len(twice):
+            first = _offsets(earlier[~gap])
+            second = _offsets(twice.dt.tz_localize(timezone, ambiguous=np.zeros(len(twice), dtype=bool)))
+            why[twice.index] = (
+                _why(src[~gap], f"{label}:", f" is ambiguous in {timezone} (clocks went back for DST); give it with its offset: ")
+                + first + " the first time, " + second + " the second"
+            )
+
+
+def _offsets(local: pd.Series) -> pd.Series:
+    """The UTC offsets of zone-aware times as text such as +02:00 (used only for the few invalid rows)."""
+    text = local.dt.strftime("%z")
+    return text.str.slice(0, 3) + ":" + text.str.slice(3)
 
 
 def format_utc(times: pd.Series) -> pd.Series:

@@ -90,7 +90,7 @@ class Plan:
 
     def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 150_000) -> Iterator[str]:
         """Every request body `{"events":[...]}` in order, built a slice at a time."""
-        slice_size -= slice_size % batch_size
+        slice_size = max(batch_size, slice_size - slice_size % batch_size)  # whole batches per slice
         for start in range(0, len(self.events), slice_size):
             bodies = self.bodies(start, start + slice_size).tolist()
             for i in range(0, len(bodies), batch_size):
@@ -106,7 +106,9 @@ class Plan:
 
 # --- JSON building, vectorized -------------------------------------------------------------
 
-_NEEDS_ESCAPE = r'["\\\x00-\x1f\u2028\u2029]'
+_NEEDS_ESCAPE = r'["\\\x00-\x1f\x85\u2028\u2029]'
+# Valid raw in JSON, but line breaks to str.splitlines(): escaped so every body stays one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def json_strings(values: pd.Series) -> pd.Series:
@@ -115,7 +117,7 @@ def json_strings(values: pd.Series) -> pd.Series:
     out = '"' + values + '"'
     special = values.str.contains(_NEEDS_ESCAPE, regex=True)
     if special.any():
-        out[special] = values[special].map(lambda v: json.dumps(v, ensure_ascii=False))
+        out[special] = values[special].map(lambda v: json.dumps(v, ensure_ascii=False).translate(_LINE_BREAKS))
     return out
 
 
@@ -382,12 +384,17 @@ def _event_ids(plan: Plan) -> pd.Series:
     (with a counter for identical events, which are then distinct deployments)."""
     events = plan.events
     if KEY in events.columns:
-        return "k" + pd.Series(events[KEY].to_numpy(), dtype="uint64").map("{:016x}".format)
+        return "k" + _hex(pd.Series(events[KEY].to_numpy(), dtype="uint64"))
     hashes = []
     for start in range(0, len(events), 100_000):
         hashes.append(pd.util.hash_pandas_object(plan.bodies(start, start + 100_000), index=False).to_numpy())
     digest = pd.Series(np.concatenate(hashes) if hashes else np.array([], dtype="uint64"), dtype="uint64")
-    ids = "e" + digest.map("{:016x}".format)
+    ids = "e" + _hex(digest)
     repeat = digest.groupby(digest).cumcount()
     ids[repeat > 0] = ids[repeat > 0] + "-" + repeat[repeat > 0].astype(str)
     return ids
+
+
+def _hex(hashes: pd.Series) -> pd.Series:
+    """64-bit hashes as 16 hex digits (object dtype, so an empty plan concatenates too)."""
+    return hashes.map("{:016x}".format).astype(object)

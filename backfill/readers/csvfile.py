@@ -33,7 +33,7 @@ def detect_delimiter(path: Path, encoding: str) -> str:
             sample = handle.read(SNIFF_BYTES)
     except UnicodeDecodeError as exc:
         raise ReaderError(
-            f"{path}: not valid {encoding} text (byte {exc.start}); "
+            f"{path}: not valid {_label(encoding)} text (byte {exc.start}); "
             "set source.encoding in the mapping (e.g. latin-1, cp1252)"
         ) from None
     if not sample.strip():
@@ -45,6 +45,23 @@ def detect_delimiter(path: Path, encoding: str) -> str:
         counts = {d: header.count(d) for d in DELIMITERS}
         best = max(counts, key=lambda d: counts[d])
         return best if counts[best] else ","
+
+
+def _drop_empty_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without blank lines and rows whose every field is empty: they hold no deployment."""
+    fields = frame.columns[:-1]  # all but ROW
+    if not len(fields):
+        return frame
+    candidates = frame[fields[0]] == ""
+    if not candidates.any():
+        return frame
+    empty = candidates.copy()
+    empty[candidates] = frame.loc[candidates, fields].eq("").all(axis=1)
+    return frame[~empty]
+
+
+def _label(encoding: str) -> str:
+    return "UTF-8" if encoding == "utf-8-sig" else encoding
 
 
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
@@ -64,14 +81,20 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
             encoding=encoding,
             chunksize=CHUNK_ROWS,
             engine="c",
-            skip_blank_lines=True,
+            skip_blank_lines=False,  # blank lines still count, so row numbers match the spreadsheet's
         )
         with reader:
             first = 2
             for frame in reader:
+                if first == 2 and not isinstance(frame.index, pd.RangeIndex):
+                    # pandas silently takes an extra first column as the index: refuse, never misalign
+                    raise ReaderError(
+                        f"{path}: row 2 has more fields than the header ({len(frame.columns)} columns) "
+                        f"with delimiter {delimiter!r}; check the quoting of that row or set source.delimiter"
+                    )
                 frame[ROW] = range(first, first + len(frame))
                 first += len(frame)
-                yield RowChunk(frame, unit="row")
+                yield RowChunk(_drop_empty_rows(frame), unit="row")
     except pd.errors.EmptyDataError:
         raise ReaderError(f"{path}: the file is empty; a CSV needs a header row") from None
     except pd.errors.ParserError as exc:
@@ -82,6 +105,6 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
         ) from None
     except UnicodeDecodeError as exc:
         raise ReaderError(
-            f"{path}: not valid {encoding} text (byte {exc.start}); "
+            f"{path}: not valid {_label(encoding)} text (byte {exc.start}); "
             "set source.encoding in the mapping (e.g. latin-1, cp1252)"
         ) from None

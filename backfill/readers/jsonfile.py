@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +20,15 @@ from backfill.readers import (
 )
 
 
+def _kind(value: Any) -> str:
+    """A parsed JSON value in JSON's words (numbers are parsed as text, so not told from strings)."""
+    if isinstance(value, list):
+        return "an array"
+    if value is None:
+        return "null"
+    return "a single value"
+
+
 def find_records(doc: Any, records_path: str | None, path: Path) -> list:
     """The array of records: the document itself, or the array at a dotted path inside it."""
     node = doc
@@ -27,7 +37,7 @@ def find_records(doc: Any, records_path: str | None, path: Path) -> list:
         for part in records_path.split("."):
             walked.append(part)
             if not isinstance(node, dict) or part not in node:
-                keys = ", ".join(list(node)[:20]) if isinstance(node, dict) else type(node).__name__
+                keys = ", ".join(list(node)[:20]) if isinstance(node, dict) else f"none, it is {_kind(node)}"
                 raise ReaderError(
                     f"{path}: source.records {records_path!r}: no key {'.'.join(walked)!r} "
                     f"(keys there: {keys})"
@@ -40,7 +50,7 @@ def find_records(doc: Any, records_path: str | None, path: Path) -> list:
             f"set source.records to the key of the array (arrays here: {hint})"
         )
     if not isinstance(node, list):
-        raise ReaderError(f"{path}: expected an array of records, found a {type(node).__name__}")
+        raise ReaderError(f"{path}: expected an array of records, found {_kind(node)}")
     return node
 
 
@@ -54,7 +64,7 @@ def read_json(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
             records.append(flatten(item))
         else:
             records.append({})
-            bad.append(BadRow(number, f"record is a {type(item).__name__}, not an object", str(item)[:200]))
+            bad.append(BadRow(number, f"record is {_kind(item)}, not an object", str(item)[:200]))
     chunks = list(records_chunks(records, unit="record"))
     if bad:
         bad_numbers = {b.row for b in bad}
@@ -74,6 +84,8 @@ def read_ndjson(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
         raise ReaderError(f"{path}: is a directory, not a file") from None
     except LookupError:
         raise ReaderError(f"{path}: unknown encoding {source.encoding!r} in source.encoding") from None
+    except OSError as exc:
+        raise ReaderError(f"{path}: cannot read: {exc.strerror}") from None
     records: list[dict] = []
     rows: list[int] = []
     bad: list[BadRow] = []
@@ -83,12 +95,12 @@ def read_ndjson(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
                 if not line.strip():
                     continue
                 try:
-                    item = loads(line, path)
-                except ReaderError as exc:
-                    bad.append(BadRow(number, str(exc).split(": ", 1)[1], line.strip()[:200]))
+                    item = json.loads(line.rstrip("\r\n"), parse_int=str, parse_float=str, parse_constant=str)
+                except json.JSONDecodeError as exc:  # the row is the line; only the column is news
+                    bad.append(BadRow(number, f"invalid JSON at column {exc.pos + 1}: {exc.msg}", line.strip()[:200]))
                     continue
                 if not isinstance(item, dict):
-                    bad.append(BadRow(number, f"line is a JSON {type(item).__name__}, not an object", line.strip()[:200]))
+                    bad.append(BadRow(number, f"line is {_kind(item)}, not an object", line.strip()[:200]))
                     continue
                 records.append(flatten(item))
                 rows.append(number)

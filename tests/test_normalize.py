@@ -1,0 +1,260 @@
+"""Normalization of date-times and status values (backfill.normalize), one rule per table."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backfill.normalize import format_utc, normalize_status, parse_datetimes
+
+
+def parse_one(text: str | None, **options) -> tuple[str | None, str | None]:
+    """(UTC text or None, reason or None) for one value."""
+    times, why = parse_datetimes(pd.Series([text], dtype=object), **options)
+    out = format_utc(times).iloc[0]
+    reason = why.iloc[0]
+    return (None if pd.isna(out) else out), (None if pd.isna(reason) else reason)
+
+
+def epoch_utc(seconds: int) -> str:
+    """The expected text computed by the standard library, independently of pandas."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- ISO 8601 with a zone, and naive date-times ----------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2023-04-10T06:51:47Z", "2023-04-10T06:51:47Z"),
+        ("2023-04-10T06:51:47+02:00", "2023-04-10T04:51:47Z"),  # +HH:MM: 2 hours ahead of UTC
+        ("2023-04-10T06:51:47+0200", "2023-04-10T04:51:47Z"),  # +HHMM
+        ("2023-04-10T06:51:47-05:00", "2023-04-10T11:51:47Z"),
+        ("2023-04-10 06:51:47 +02:00", "2023-04-10T04:51:47Z"),  # a space before the offset
+        ("2023-04-10 06:51:47+02:00", "2023-04-10T04:51:47Z"),  # space instead of T
+        ("2023-04-10T06:51:47.123456Z", "2023-04-10T06:51:47Z"),  # fractional seconds cut, not rounded
+        ("2023-04-10T06:51:47.999+01:00", "2023-04-10T05:51:47Z"),
+        ("2023-04-10T06:51:47z", "2023-04-10T06:51:47Z"),  # RFC 3339 allows a lower-case z
+        ("2023-12-31T23:30:00-01:00", "2024-01-01T00:30:00Z"),  # across a year boundary
+    ],
+)
+def test_iso_with_zone_is_converted_to_utc(text, expected):
+    # the mapping's zone never applies to a time that carries its own offset
+    assert parse_one(text, timezone="Europe/Berlin") == (expected, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "expected"),
+    [
+        ("2023-04-10 06:51:47", "UTC", "2023-04-10T06:51:47Z"),
+        ("2023-4-10 6:51:47", "UTC", "2023-04-10T06:51:47Z"),  # unpadded month, day and hour
+        ("2023-4-10 6:51:47", "Europe/Berlin", "2023-04-10T04:51:47Z"),  # CEST is UTC+2
+        ("2023-01-10 06:51", "Europe/Berlin", "2023-01-10T05:51:00Z"),  # CET is UTC+1, no seconds
+        ("2023-01-10T06:51:47.5", "UTC", "2023-01-10T06:51:47Z"),
+        ("2023-01-10", "UTC", "2023-01-10T00:00:00Z"),  # a date alone is midnight
+        ("2023-07-01 12:00:00", "America/New_York", "2023-07-01T16:00:00Z"),  # EDT is UTC-4
+        ("2023-01-01 12:00:00", "America/New_York", "2023-01-01T17:00:00Z"),  # EST is UTC-5
+    ],
+)
+def test_naive_times_are_read_in_the_mapping_zone(text, zone, expected):
+    assert parse_one(text, timezone=zone) == (expected, None)
+
+
+# --- DST: gaps and overlaps are reasons, never shifts ----------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "zone"),
+    [
+        # Europe/Berlin: clocks jump 02:00 -> 03:00 on the last Sunday of March
+        ("2023-03-26 02:30:00", "Europe/Berlin"),
+        ("2023-03-26 02:00:00", "Europe/Berlin"),
+        ("2019-03-31 02:59:59", "Europe/Berlin"),
+        # America/New_York: 02:00 -> 03:00 on the second Sunday of March
+        ("2023-03-12 02:30:00", "America/New_York"),
+    ],
+)
+def test_nonexistent_local_time_is_invalid(text, zone):
+    assert parse_one(text, timezone=zone) == (
+        None,
+        f"timestamp: '{text}' does not exist in {zone} (clocks went forward for DST); "
+        "fix the time or give it with an offset",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "first", "second"),
+    [
+        # Berlin: 03:00 CEST -> 02:00 CET on the last Sunday of October; 02:xx happens twice
+        ("2023-10-29 02:30:00", "Europe/Berlin", "+02:00", "+01:00"),
+        ("2019-10-27 02:40:00", "Europe/Berlin", "+02:00", "+01:00"),
+        # New York: 02:00 EDT -> 01:00 EST on the first Sunday of November; 01:xx happens twice
+        ("2023-11-05 01:30:00", "America/New_York", "-04:00", "-05:00"),
+    ],
+)
+def test_ambiguous_local_time_is_invalid_with_both_offsets(text, zone, first, second):
+    assert parse_one(text, timezone=zone) == (
+        None,
+        f"timestamp: '{text}' is ambiguous in {zone} (clocks went back for DST); "
+        f"give it with its offset: {first} the first time, {second} the second",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "expected"),
+    [
+        ("2023-03-26 01:59:59", "Europe/Berlin", "2023-03-26T00:59:59Z"),  # last second of CET
+        ("2023-03-26 03:00:00", "Europe/Berlin", "2023-03-26T01:00:00Z"),  # first second of CEST
+        ("2023-03-26 03:10:00", "Europe/Berlin", "2023-03-26T01:10:00Z"),
+        ("2023-10-29 01:59:59", "Europe/Berlin", "2023-10-28T23:59:59Z"),  # still CEST
+        ("2023-10-29 03:00:00", "Europe/Berlin", "2023-10-29T02:00:00Z"),  # CET again
+        ("2023-03-12 01:59:59", "America/New_York", "2023-03-12T06:59:59Z"),  # EST
+        ("2023-03-12 03:00:00", "America/New_York", "2023-03-12T07:00:00Z"),  # EDT
+        ("2023-11-05 02:00:00", "America/New_York", "2023-11-05T07:00:00Z"),  # EST again
+    ],
+)
+def test_times_next_to_the_dst_switch_convert_correctly(text, zone, expected):
+    assert parse_one(text, timezone=zone) == (expected, None)
+
+
+def test_dst_rules_apply_with_a_strptime_format_too():
+    fmt = "%d.%m.%Y %H:%M"
+    assert parse_one("26.03.2023 02:30", timezone="Europe/Berlin", fmt=fmt)[0] is None
+    assert "is ambiguous" in parse_one("29.10.2023 02:30", timezone="Europe/Berlin", fmt=fmt)[1]
+    assert parse_one("26.03.2023 03:30", timezone="Europe/Berlin", fmt=fmt) == ("2023-03-26T01:30:00Z", None)
+
+
+def test_one_bad_value_does_not_touch_its_neighbours():
+    values = pd.Series(["2023-10-29 02:30:00", "2023-10-29 03:30:00", None, "2023-03-26 02:30"], dtype=object)
+    times, why = parse_datetimes(values, timezone="Europe/Berlin")
+    assert format_utc(times).tolist()[1] == "2023-10-29T02:30:00Z"
+    assert times.isna().tolist() == [True, False, True, True]
+    assert why.notna().tolist() == [True, False, False, True]
+
+
+# --- epoch numbers -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "unit", "expected"),
+    [
+        ("1681109507", None, epoch_utc(1681109507)),  # seconds by magnitude
+        ("1681109507000", None, epoch_utc(1681109507)),  # milliseconds by magnitude
+        ("1681109507999", None, epoch_utc(1681109507)),  # milliseconds are cut, not rounded
+        ("1681109507.75", None, epoch_utc(1681109507)),
+        ("0", None, "1970-01-01T00:00:00Z"),
+        ("86400", None, "1970-01-02T00:00:00Z"),
+        ("4102444800", None, epoch_utc(4102444800)),  # 2100: still seconds
+        ("-86400", None, "1969-12-31T00:00:00Z"),
+        ("1681109507", "s", epoch_utc(1681109507)),
+        ("1681109507000", "ms", epoch_utc(1681109507)),
+        ("1681109507", "ms", epoch_utc(1681109)),  # the unit wins over the magnitude
+        ("86400000", "ms", "1970-01-02T00:00:00Z"),
+    ],
+)
+def test_epoch_numbers(text, unit, expected):
+    assert parse_one(text, unit=unit) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "reason"),
+    [
+        ("1681109507000", "s", "timestamp: epoch number '1681109507000' is outside the years 1900-2199; check the unit (s or ms)"),
+        ("99999999999", None, "timestamp: epoch number '99999999999' is outside the years 1900-2199; check the unit (s or ms)"),
+        ("99999999999999999999", None, "timestamp: epoch number '99999999999999999999' is outside the years 1900-2199; check the unit (s or ms)"),
+        ("100000000000000000", None, "timestamp: epoch number '100000000000000000' is outside the years 1900-2199; check the unit (s or ms)"),
+        ("2023-04-10T06:51:47Z", "s", "timestamp: expected epoch seconds, got '2023-04-10T06:51:47Z'"),
+        ("soon", "ms", "timestamp: expected epoch milliseconds, got 'soon'"),
+    ],
+)
+def test_unusable_epoch_numbers_are_reasons(text, unit, reason):
+    assert parse_one(text, unit=unit) == (None, reason)
+
+
+# --- strptime format ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "zone", "expected"),
+    [
+        ("10.04.2023 06:51", "%d.%m.%Y %H:%M", "UTC", "2023-04-10T06:51:00Z"),
+        ("10.04.2023 06:51", "%d.%m.%Y %H:%M", "Europe/Berlin", "2023-04-10T04:51:00Z"),
+        ("04/10/2023 6:51 PM", "%m/%d/%Y %I:%M %p", "UTC", "2023-04-10T18:51:00Z"),
+        # offsets in the text win over the zone; summer and winter offsets mix in one column
+        ("10.04.2023 06:51 +0200", "%d.%m.%Y %H:%M %z", "America/New_York", "2023-04-10T04:51:00Z"),
+        ("10.01.2023 06:51 +0100", "%d.%m.%Y %H:%M %z", "America/New_York", "2023-01-10T05:51:00Z"),
+    ],
+)
+def test_strptime_format(text, fmt, zone, expected):
+    assert parse_one(text, fmt=fmt, timezone=zone) == (expected, None)
+
+
+def test_mixed_offsets_with_a_format_parse_together():
+    values = pd.Series(["10.04.2023 06:51 +0200", "10.01.2023 06:51 +0100"], dtype=object)
+    times, why = parse_datetimes(values, fmt="%d.%m.%Y %H:%M %z")
+    assert format_utc(times).tolist() == ["2023-04-10T04:51:00Z", "2023-01-10T05:51:00Z"]
+    assert why.isna().all()
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "reason"),
+    [
+        ("2023-04-10", {"fmt": "%d.%m.%Y"}, "timestamp: cannot read '2023-04-10' as a date-time (format '%d.%m.%Y')"),
+        ("04/10/2023 06:51", {}, "timestamp: cannot read '04/10/2023 06:51' as a date-time; "
+                                 "give timestamp format: in the mapping (e.g. \"%d.%m.%Y %H:%M\")"),
+        ("yesterday", {"label": "attributes.deployment_start_time"},
+         "attributes.deployment_start_time: cannot read 'yesterday' as a date-time; "
+         "give timestamp format: in the mapping (e.g. \"%d.%m.%Y %H:%M\")"),
+        ("2023-02-30 10:00", {}, "timestamp: cannot read '2023-02-30 10:00' as a date-time; "
+                                 "give timestamp format: in the mapping (e.g. \"%d.%m.%Y %H:%M\")"),
+    ],
+)
+def test_unreadable_times_are_reasons(text, options, reason):
+    assert parse_one(text, **options) == (None, reason)
+
+
+def test_missing_values_are_neither_times_nor_reasons():
+    times, why = parse_datetimes(pd.Series([None, np.nan], dtype=object))
+    assert times.isna().all() and why.isna().all()
+
+
+def test_format_utc():
+    times = pd.Series(
+        [pd.Timestamp("2024-02-29 23:59:59.9", tz="UTC"), pd.NaT, pd.Timestamp("2001-01-01 01:00", tz="Europe/Berlin")]
+    ).astype("datetime64[ms, UTC]")
+    out = format_utc(times)
+    assert out.iloc[0] == "2024-02-29T23:59:59Z"
+    assert pd.isna(out.iloc[1])
+    assert out.iloc[2] == "2001-01-01T00:00:00Z"
+
+
+# --- status ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        *[(s, "success") for s in ("success", "Success", "SUCCESS", "succeeded", "Succeeded", "successful",
+                                    "SuccessFul", "passed", "PASSED")],
+        *[(s, "failed") for s in ("failed", "FAILED", "Failed", "failure", "Failure", "error", "ERROR")],
+    ],
+)
+def test_status_spellings(text, expected):
+    out, why = normalize_status(pd.Series([text], dtype=object))
+    assert out.iloc[0] == expected
+    assert pd.isna(why.iloc[0])
+
+
+@pytest.mark.parametrize("text", ["Succes", "ok", "aborted", "unstable", "fail", "errors", "0"])
+def test_other_status_spellings_are_reasons(text):
+    out, why = normalize_status(pd.Series([text], dtype=object), "attributes.status")
+    assert pd.isna(out.iloc[0])
+    assert why.iloc[0] == (
+        f"attributes.status: '{text}' is neither success nor failed; "
+        "add a lookup to the status rule or a filter rule"
+    )
+
+
+def test_empty_status_is_no_reason():
+    out, why = normalize_status(pd.Series([None, "passed"], dtype=object))
+    assert pd.isna(out.iloc[0]) and pd.isna(why.iloc[0])
+    assert out.iloc[1] == "success"
