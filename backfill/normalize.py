@@ -13,9 +13,32 @@ import pandas as pd
 from backfill.events import STATUS_SYNONYMS
 
 UTC_DTYPE = "datetime64[s, UTC]"
+
+
+def _text_dtype() -> object:
+    """Arrow-backed text with NaN for missing where pyarrow is there (C++ string kernels, compact
+    memory); plain Python objects otherwise."""
+    try:
+        return pd.StringDtype("pyarrow", na_value=np.nan)
+    except (TypeError, ImportError):
+        try:
+            return pd.StringDtype("pyarrow_numpy")
+        except (TypeError, ImportError):
+            return object
+
+
+TEXT = _text_dtype()
+
+
+def map_values(values: pd.Series, table: dict[str, str]) -> pd.Series:
+    """values.map(table), vectorized over the distinct values (few, in deploy logs)."""
+    codes, uniques = pd.factorize(values)
+    mapped = np.array([table.get(u) for u in uniques] + [None], dtype=object)
+    out = pd.Series(mapped[codes], index=values.index, dtype=object)
+    return out.astype(TEXT)
 _EPOCH = r"-?\d+(?:\.\d+)?"
 _AWARE = r"[T ]\d.*(?:Z|z|[+-]\d{2}:?\d{2})$"
-_SPACE_BEFORE_OFFSET = r"\s+(?=[+-]\d{2}:?\d{2}$)"
+_SPACE_BEFORE_OFFSET = r"\s+([+-]\d{2}:?\d{2})$"
 MS_THRESHOLD = 100_000_000_000  # epoch numbers at or above this are milliseconds (1e11 s is year 5138)
 EPOCH_MIN, EPOCH_MAX = -2_208_988_800, 7_258_118_399  # epoch seconds of 1900-01-01 and 2199-12-31T23:59:59
 
@@ -86,7 +109,11 @@ def parse_datetimes(
         elif parsed is not None:
             _localize(parsed, text, timezone, label, out, why)
         else:
-            cleaned = text.str.replace(_SPACE_BEFORE_OFFSET, "", regex=True)
+            cleaned = text
+            spaced = text.str.contains(r"\s[+-]\d{2}:?\d{2}$", regex=True)
+            if spaced.any():  # rare: "2021-04-28 21:50:00 +0200"; replace() with a group is per-row Python
+                cleaned = text.copy()
+                cleaned[spaced] = text[spaced].str.replace(_SPACE_BEFORE_OFFSET, r"\1", regex=True)
             has_zone = cleaned.str.contains(_AWARE, regex=True)
             if has_zone.any():
                 aware = pd.to_datetime(cleaned[has_zone], utc=True, format="ISO8601", errors="coerce")
@@ -143,21 +170,28 @@ def _offsets(local: pd.Series) -> pd.Series:
 
 def format_utc(times: pd.Series) -> pd.Series:
     """UTC datetimes as `YYYY-MM-DDTHH:MM:SSZ` text (NaT stays NaN)."""
-    out = pd.Series(np.nan, index=times.index, dtype=object)
-    present = times.dropna()
-    if len(present):
-        naive = present.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[s]")
-        out[present.index] = np.char.add(np.datetime_as_string(naive, unit="s").astype(object), "Z")
-    return out
+    seconds = times.dt.tz_convert("UTC").astype(UTC_DTYPE).array.asi8
+    missing = times.isna().to_numpy()
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:  # pragma: no cover - numpy fallback without pyarrow
+        text = np.char.add(np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s"), "Z")
+        return pd.Series(text, index=times.index, dtype=TEXT).where(~missing)
+    # numpy writes the digits (fast C), arrow takes the bytes as they are (no Python objects)
+    digits = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s").astype("S19")
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(19), len(digits), [None, pa.py_buffer(digits)])
+    text = pc.binary_join_element_wise(fixed.cast(pa.binary()), pa.scalar(b"Z"), pa.scalar(b"")).cast(pa.string())
+    return pd.Series(text, index=times.index, dtype=TEXT).where(~missing)
 
 
 def normalize_status(values: pd.Series, label: str = "status") -> tuple[pd.Series, pd.Series]:
     """Common spellings of success and failure, whatever their case; anything else is a reason."""
-    out = values.str.lower().map(STATUS_SYNONYMS)
+    out = map_values(values.str.lower(), STATUS_SYNONYMS)
     bad = values.notna() & out.isna()
     why = pd.Series(np.nan, index=values.index, dtype=object)
     if bad.any():
         why[bad] = _why(
             values[bad], f"{label}:", " is neither success nor failed; add a lookup to the status rule or a filter rule"
         )
-    return out.astype(object), why
+    return out, why

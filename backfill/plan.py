@@ -23,7 +23,7 @@ import pandas as pd
 from backfill.errors import MappingError
 from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.mapping import FieldRule, Mapping, template_fields
-from backfill.normalize import UTC_DTYPE, format_utc, normalize_status, parse_datetimes
+from backfill.normalize import TEXT, UTC_DTYPE, format_utc, map_values, normalize_status, parse_datetimes
 from backfill.readers import ROW, get_reader
 
 FILE = "_file"
@@ -88,7 +88,7 @@ class Plan:
         """The JSON text of events[start:stop], exactly as each goes into a request."""
         return event_bodies(self.events.iloc[start:stop], self.attribute_columns)
 
-    def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 150_000) -> Iterator[str]:
+    def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 30_000) -> Iterator[str]:
         """Every request body `{"events":[...]}` in order, built a slice at a time."""
         slice_size = max(batch_size, slice_size - slice_size % batch_size)  # whole batches per slice
         for start in range(0, len(self.events), slice_size):
@@ -106,34 +106,34 @@ class Plan:
 
 # --- JSON building, vectorized -------------------------------------------------------------
 
-_NEEDS_ESCAPE = r'["\\\x00-\x1f\x85\u2028\u2029]'
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'  # plain ASCII class: runs as an arrow (RE2) kernel
+_UNICODE_BREAKS = ("\x85", "\u2028", "\u2029")
 # Valid raw in JSON, but line breaks to str.splitlines(): escaped so every body stays one line.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def json_strings(values: pd.Series) -> pd.Series:
     """Each text value as a JSON string literal; json.dumps only for the few that need escapes."""
-    values = values.astype(object)
+    values = values.astype(TEXT)
     out = '"' + values + '"'
     special = values.str.contains(_NEEDS_ESCAPE, regex=True)
+    for char in _UNICODE_BREAKS:
+        special |= values.str.contains(char, regex=False)
     if special.any():
         out[special] = values[special].map(lambda v: json.dumps(v, ensure_ascii=False).translate(_LINE_BREAKS))
     return out
 
 
 def event_bodies(events: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
-    attrs = pd.Series("", index=events.index, dtype=object)
+    attrs = pd.Series("", index=events.index, dtype=TEXT)
     for name in attributes:
         column = events[name]
-        present = column.notna()
-        if present.any():
-            piece = pd.Series("", index=events.index, dtype=object)
-            piece[present] = f',"{name}":' + json_strings(column[present])
-            attrs = attrs + piece
+        if column.notna().any():
+            attrs = attrs + (f',"{name}":' + json_strings(column)).fillna("")
     attrs = attrs.str.slice(1)
     return (
         f'{{"type":"{EVENT_TYPE}","timestamp":"'
-        + events["timestamp"].astype(object)
+        + events["timestamp"].astype(TEXT)
         + '","entityId":'
         + json_strings(events["entityId"])
         + ',"attributes":{'
@@ -148,8 +148,8 @@ def event_bodies(events: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
 def _text(frame: pd.DataFrame, name: str) -> pd.Series:
     """A field's values stripped, empty as NaN; a field the chunk lacks is all NaN."""
     if name not in frame.columns:
-        return pd.Series(np.nan, index=frame.index, dtype=object)
-    column = frame[name].astype(object).str.strip()
+        return pd.Series(np.nan, index=frame.index, dtype=TEXT)
+    column = frame[name].astype(TEXT).str.strip()
     return column.where(column != "")
 
 
@@ -173,9 +173,9 @@ class _Chunk:
         """The rule's raw value per row, before lookup and default."""
         index = self.frame.index
         if rule.value is not None:
-            return pd.Series(rule.value, index=index, dtype=object)
+            return pd.Series(rule.value, index=index, dtype=TEXT)
         if rule.template is not None:
-            out = pd.Series("", index=index, dtype=object)
+            out = pd.Series("", index=index, dtype=TEXT)
             for literal, name, _, _ in string.Formatter().parse(rule.template):
                 out = out + literal
                 if name is not None:
@@ -191,7 +191,7 @@ class _Chunk:
         raw = self.value(rule)
         out = raw
         if rule.lookup is not None:
-            out = raw.map(rule.lookup)
+            out = map_values(raw, rule.lookup)
             unknown = raw.notna() & out.isna()
             if unknown.any() and rule.default is None:
                 known = ", ".join(list(rule.lookup)[:8])
@@ -202,7 +202,7 @@ class _Chunk:
                 )
         if rule.default is not None:
             out = out.fillna(rule.default)
-        return out.astype(object)
+        return out.astype(TEXT)
 
 
 def _source_description(rule: FieldRule) -> str:
@@ -265,8 +265,7 @@ def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[p
     )
     chunk.fail(why)
     chunk.fail(_missing(raw_ts, ts_rule, "timestamp"))
-    out[TS] = times
-    out["timestamp"] = format_utc(times)
+    out[TS] = times  # formatted as text once the plan is ordered (8 bytes a row until then)
 
     for name in ATTRIBUTES:
         rule = mapping.attributes.get(name)
@@ -282,7 +281,7 @@ def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[p
                 label=rule.key,
             )
             chunk.fail(why)
-            values = format_utc(parsed)
+            values = parsed  # formatted with the timestamp, after ordering
         elif name == "status" and rule.lookup is None and rule.value is None:
             values, why = normalize_status(values, rule.key)
             chunk.fail(why)
@@ -342,36 +341,74 @@ def build_plan(
             if len(reasons):
                 report.invalid.extend(_invalid_rows(frame, reasons, path, chunk.unit))
             parts.append(events)
+            _release_memory()
         if rows and mapping.source.format != "csv":
             _check_fields(mapping, seen, path)
         report.files.append((path, rows))
 
     events = pd.concat(parts, ignore_index=True) if parts else _empty_events(mapping)
+    del parts  # the chunks' frames are freed here: memory holds the plan once, not twice
+    # Range, dedupe and order are folded into one `take`, so the plan is copied once.
+    keep = np.ones(len(events), dtype=bool)
     if since is not None or until is not None:
-        inside = pd.Series(True, index=events.index)
+        ts = events[TS]
+        inside = np.ones(len(events), dtype=bool)
         if since is not None:
-            inside &= events[TS] >= since
+            inside &= (ts >= since).to_numpy()
         if until is not None:
-            inside &= events[TS] < until
+            inside &= (ts < until).to_numpy()
         report.outside_range = int((~inside).sum())
-        events = events[inside]
+        keep &= inside
     if mapping.dedupe:
-        dup = events[KEY].duplicated(keep="first")
+        dup = np.zeros(len(events), dtype=bool)
+        dup[keep] = events[KEY][keep].duplicated(keep="first").to_numpy()
         report.duplicates = int(dup.sum())
-        events = events[~dup]
-    events = events.sort_values(TS, kind="stable").reset_index(drop=True)
+        keep &= ~dup
+    rows = np.flatnonzero(keep)
+    order = rows[np.argsort(events[TS].array.asi8[rows], kind="stable")]
+    keys = events.pop(KEY).to_numpy()[order] if KEY in events.columns else None
+    columns = {name: events[name] for name in events.columns}
+    del events
+    events = _take_columns(columns, order)
+    events.insert(1, "timestamp", format_utc(events[TS]))
+    for name in DATE_ATTRIBUTES:
+        if name in events.columns:
+            events[name] = format_utc(events[name])
     for name in ("entityId", "env", "status"):
         if name in events.columns:
             events[name] = events[name].astype("category")
     plan = Plan(mapping, files, events, report)
-    events[ID] = _event_ids(plan)
+    events[ID] = _event_ids(plan, keys)
     report.planned = len(events)
     return plan
 
 
+def _take_columns(columns: dict[str, pd.Series], order: np.ndarray) -> pd.DataFrame:
+    """The columns taken in `order`, one at a time, each source column freed as soon as it is
+    copied: the peak is the plan plus one column, not the plan twice."""
+    taken = {}
+    for name in list(columns):
+        column = columns.pop(name)
+        taken[name] = column.take(order).reset_index(drop=True)
+        del column
+        _release_memory()
+    return pd.DataFrame(taken, copy=False)
+
+
+def _release_memory() -> None:
+    """Hand memory freed by arrow back to the system now rather than later, to keep the peak low."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover
+        return
+    pa.default_memory_pool().release_unused()
+
+
 def _empty_events(mapping: Mapping) -> pd.DataFrame:
-    columns = {TS: pd.Series(dtype=UTC_DTYPE), "timestamp": pd.Series(dtype=object), "entityId": pd.Series(dtype=object)}
-    columns.update({name: pd.Series(dtype=object) for name in mapping.attributes})
+    columns = {TS: pd.Series(dtype=UTC_DTYPE), "entityId": pd.Series(dtype=TEXT)}
+    columns.update({
+        name: pd.Series(dtype=UTC_DTYPE if name in DATE_ATTRIBUTES else TEXT) for name in mapping.attributes
+    })
     if mapping.dedupe:
         columns[KEY] = pd.Series(dtype="uint64")
     columns[FILE] = pd.Series(dtype="int64")
@@ -379,15 +416,15 @@ def _empty_events(mapping: Mapping) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _event_ids(plan: Plan) -> pd.Series:
+def _event_ids(plan: Plan, keys: np.ndarray | None) -> pd.Series:
     """Stable ids: the dedupe key's hash where the mapping has one, else a hash of the event itself
     (with a counter for identical events, which are then distinct deployments)."""
     events = plan.events
-    if KEY in events.columns:
-        return "k" + _hex(pd.Series(events[KEY].to_numpy(), dtype="uint64"))
+    if keys is not None:
+        return "k" + _hex(pd.Series(keys, dtype="uint64"))
     hashes = []
-    for start in range(0, len(events), 100_000):
-        hashes.append(pd.util.hash_pandas_object(plan.bodies(start, start + 100_000), index=False).to_numpy())
+    for start in range(0, len(events), 30_000):
+        hashes.append(pd.util.hash_pandas_object(plan.bodies(start, start + 30_000).astype(object), index=False).to_numpy())
     digest = pd.Series(np.concatenate(hashes) if hashes else np.array([], dtype="uint64"), dtype="uint64")
     ids = "e" + _hex(digest)
     repeat = digest.groupby(digest).cumcount()
@@ -396,5 +433,11 @@ def _event_ids(plan: Plan) -> pd.Series:
 
 
 def _hex(hashes: pd.Series) -> pd.Series:
-    """64-bit hashes as 16 hex digits (object dtype, so an empty plan concatenates too)."""
-    return hashes.map("{:016x}".format).astype(object)
+    """64-bit hashes as 16 hex digits, vectorized: bytes -> nibbles -> a lookup of hex digits."""
+    raw = hashes.to_numpy(dtype="uint64").astype(">u8").view(np.uint8).reshape(-1, 8)
+    nibbles = np.empty((len(raw), 16), dtype=np.uint8)
+    nibbles[:, 0::2] = raw >> 4
+    nibbles[:, 1::2] = raw & 0x0F
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles]
+    text = digits.view("S16").ravel().astype("U16")
+    return pd.Series(text, index=hashes.index, dtype=TEXT)
