@@ -19,6 +19,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from backfill.errors import MappingError
 from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
@@ -107,39 +109,70 @@ class Plan:
 # --- JSON building, vectorized -------------------------------------------------------------
 
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'  # plain ASCII class: runs as an arrow (RE2) kernel
-_UNICODE_BREAKS = ("\x85", "\u2028", "\u2029")
 # Valid raw in JSON, but line breaks to str.splitlines(): escaped so every body stays one line.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
+def _dumps(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
+def _literals(values: pa.Array, *, safe: bool = False) -> pa.Array:
+    """Each string as a JSON string literal (null stays null). Values with quotes, backslashes,
+    control or non-ASCII characters (few) go through json.dumps; the rest are just quoted."""
+    quoted = pc.binary_join_element_wise('"', values, '"', "")
+    if safe or len(values) == 0:
+        return quoted
+    special = pc.or_(pc.match_substring_regex(values, _NEEDS_ESCAPE), pc.invert(pc.string_is_ascii(values)))
+    special = pc.fill_null(special, False)
+    if not pc.any(special).as_py():
+        return quoted
+    fixed = pa.array([_dumps(v) for v in pc.filter(values, special).to_pylist()], type=pa.string())
+    return pc.replace_with_mask(quoted, special, fixed)
+
+
+def _arrow_literals(values: pd.Series, *, safe: bool = False) -> pa.Array:
+    """A column as an arrow array of JSON literals; categories are encoded once each."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categories = pa.array(values.cat.categories.astype(object), type=pa.string())
+        codes = values.cat.codes.to_numpy()
+        indices = pa.array(codes, mask=codes < 0, type=pa.int32())
+        return pa.DictionaryArray.from_arrays(indices, _literals(categories, safe=safe)).cast(pa.string())
+    array = pa.array(values.astype(TEXT).array, type=pa.string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return _literals(array, safe=safe)
+
+
 def json_strings(values: pd.Series) -> pd.Series:
-    """Each text value as a JSON string literal; json.dumps only for the few that need escapes."""
-    values = values.astype(TEXT)
-    out = '"' + values + '"'
-    special = values.str.contains(_NEEDS_ESCAPE, regex=True)
-    for char in _UNICODE_BREAKS:
-        special |= values.str.contains(char, regex=False)
-    if special.any():
-        out[special] = values[special].map(lambda v: json.dumps(v, ensure_ascii=False).translate(_LINE_BREAKS))
-    return out
+    """Each text value as a JSON string literal (missing stays missing)."""
+    return pd.Series(_arrow_literals(values), index=values.index, dtype=TEXT)
 
 
 def event_bodies(events: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
-    attrs = pd.Series("", index=events.index, dtype=TEXT)
+    """The JSON text of each event, built column-wise by arrow kernels (no per-row Python)."""
+    pieces = []
     for name in attributes:
         column = events[name]
         if column.notna().any():
-            attrs = attrs + (f',"{name}":' + json_strings(column)).fillna("")
-    attrs = attrs.str.slice(1)
-    return (
-        f'{{"type":"{EVENT_TYPE}","timestamp":"'
-        + events["timestamp"].astype(TEXT)
-        + '","entityId":'
-        + json_strings(events["entityId"])
-        + ',"attributes":{'
-        + attrs
-        + "}}"
+            literal = _arrow_literals(column, safe=name in DATE_ATTRIBUTES)
+            pieces.append(pc.binary_join_element_wise(f',"{name}":', literal, ""))  # null if absent
+    if pieces:
+        joined = pc.binary_join_element_wise(*pieces, "", null_handling="replace", null_replacement="")
+        attrs = pc.utf8_slice_codeunits(joined, 1)
+    else:
+        attrs = pa.array([""] * len(events), type=pa.string())
+    body = pc.binary_join_element_wise(
+        f'{{"type":"{EVENT_TYPE}","timestamp":',
+        _arrow_literals(events["timestamp"], safe=True),
+        ',"entityId":',
+        _arrow_literals(events["entityId"]),
+        ',"attributes":{',
+        attrs,
+        "}}",
+        "",
     )
+    return pd.Series(body, index=events.index, dtype=TEXT)
 
 
 # --- planning -------------------------------------------------------------------------------
