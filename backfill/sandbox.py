@@ -466,6 +466,13 @@ class _Server(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = port
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that dies mid-request (the README's `kill -9` rehearsal) resets the connection:
+        # that is the client's business, not a sandbox error worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class Sandbox:
     """The sandbox server on a background thread: `with Sandbox(config) as sb: ... sb.url ...`."""
