@@ -10,7 +10,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from backfill import __version__
+from backfill import __version__, sandbox, upload_cli
 from backfill.errors import BackfillError, ExitStatus, StrictError, UsageError
 from backfill.events import MAX_BATCH
 from backfill.mapping import Mapping, load_mapping
@@ -91,22 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("mapping", metavar="YAML")
     check.set_defaults(handler=cmd_check_mapping)
 
-    try:
-        from backfill import upload_cli
-    except ImportError:  # pragma: no cover - while the uploader is being built
-        upload_cli = None
-    if upload_cli is not None:
-        upload_cli.add_commands(commands, _plan_arguments)
+    upload_cli.add_commands(commands, _plan_arguments)
 
-    try:
-        from backfill import sandbox
-    except ImportError:  # pragma: no cover
-        sandbox = None
-    if sandbox is not None:
-        box = commands.add_parser("sandbox", help="run a local Events API to rehearse an import",
-                                  description="A local implementation of the DevGrid Events API for rehearsals.")
-        sandbox.add_arguments(box)
-        box.set_defaults(handler=sandbox.run)
+    box = commands.add_parser("sandbox", help="run a local Events API to rehearse an import",
+                              description="A local implementation of the DevGrid Events API for rehearsals.")
+    sandbox.add_arguments(box)
+    box.set_defaults(handler=sandbox.run)
     return parser
 
 
