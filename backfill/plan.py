@@ -56,6 +56,7 @@ class PlanReport:
     filtered: Counter = field(default_factory=Counter)  # filter rule label -> rows skipped
     outside_range: int = 0
     duplicates: int = 0
+    empty: int = 0  # CSV rows without any value
     invalid: list[InvalidRow] = field(default_factory=list)
     planned: int = 0
 
@@ -67,6 +68,7 @@ class PlanReport:
     def accounted(self) -> int:
         return (
             self.planned + sum(self.filtered.values()) + self.outside_range + self.duplicates + len(self.invalid)
+            + self.empty
         )
 
 
@@ -361,7 +363,8 @@ def build_plan(
         seen: set[str] = set()
         for chunk in reader(Path(path), mapping.source):
             frame = chunk.frame
-            rows += len(frame) + len(chunk.bad)
+            rows += len(frame) + len(chunk.bad) + chunk.empty
+            report.empty += chunk.empty
             seen.update(frame.columns)
             if mapping.source.format == "csv":
                 _check_fields(mapping, seen, path)

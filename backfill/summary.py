@@ -51,6 +51,7 @@ def plan_summary(
         f"Rows: {report.rows_read} read = {report.planned} planned + {sum(report.filtered.values())} filtered"
         f" + {report.duplicates} duplicates + {len(report.invalid)} invalid"
         + (f" + {report.outside_range} outside --since/--until" if report.outside_range else "")
+        + (f" + {report.empty} empty rows" if report.empty else "")
     )
     for label, n in report.filtered.items():
         lines.append(f"  skipped by filter {label}: {n}")

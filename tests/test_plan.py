@@ -570,3 +570,15 @@ def test_json_reader_chunks_do_not_change_the_plan(tmp_path, monkeypatch):
     chunked = plan_of(tmp_path, mapping, ("in.json", doc))
     assert list(chunked.request_bodies()) == list(whole.request_bodies())
     assert chunked.events[ROW].tolist() == list(range(1, 8))
+
+
+def test_rows_without_any_value_are_counted_as_empty_not_dropped_silently(tmp_path):
+    plan = plan_of(
+        tmp_path,
+        "entityId: s\ntimestamp: t\n",
+        ("d.csv", "s,t\na,2023-01-01T00:00:00Z\n,\n\n,\nb,2023-01-02T00:00:00Z\n"),
+    )
+    assert plan.report.planned == 2
+    assert plan.report.empty == 3  # ",", the blank line, ","
+    assert plan.report.rows_read == 5 == plan.report.accounted
+    assert list(plan.events[ROW]) == [2, 6]

@@ -47,6 +47,7 @@ class RowChunk:
     frame: pd.DataFrame
     unit: str = "row"  # how `_row` counts: "row" (CSV, header is row 1), "line" (NDJSON), "record"
     bad: list[BadRow] = field(default_factory=list)
+    empty: int = 0  # rows with no value at all (a spreadsheet's trailing `,,,` rows), counted not mapped
 
 
 def scalar_text(value: Any) -> str | None:

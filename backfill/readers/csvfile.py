@@ -47,17 +47,18 @@ def detect_delimiter(path: Path, encoding: str) -> str:
         return best if counts[best] else ","
 
 
-def _drop_empty_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Without blank lines and rows whose every field is empty: they hold no deployment."""
+def _drop_empty_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Without blank lines and rows whose every field is empty (they hold no deployment), and
+    how many there were, so the report still accounts for them."""
     fields = frame.columns[:-1]  # all but ROW
     if not len(fields):
-        return frame
+        return frame, 0
     candidates = frame[fields[0]] == ""
     if not candidates.any():
-        return frame
+        return frame, 0
     empty = candidates.copy()
     empty[candidates] = frame.loc[candidates, fields].eq("").all(axis=1)
-    return frame[~empty]
+    return frame[~empty], int(empty.sum())
 
 
 def _label(encoding: str) -> str:
@@ -94,7 +95,8 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
                     )
                 frame[ROW] = range(first, first + len(frame))
                 first += len(frame)
-                yield RowChunk(_drop_empty_rows(frame), unit="row")
+                rows, empty = _drop_empty_rows(frame)
+                yield RowChunk(rows, unit="row", empty=empty)
     except pd.errors.EmptyDataError:
         raise ReaderError(f"{path}: the file is empty; a CSV needs a header row") from None
     except pd.errors.ParserError as exc:
