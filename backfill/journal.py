@@ -344,6 +344,23 @@ class Journal:
                 added += conn.total_changes - before
         return added
 
+    def retire_pending(self, keep: Iterable[str]) -> int:
+        """After --replan: drop the pending events that are not in the new plan (`keep`), so a
+        corrected mapping never sends the old version too. Events ever sent, rejected, uncertain
+        or in flight stay. Returns how many were dropped."""
+        with self._write() as conn:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS keep_ids (event_id TEXT PRIMARY KEY) WITHOUT ROWID")
+            conn.execute("DELETE FROM keep_ids")
+            ids = iter(keep)
+            while chunk := list(islice(ids, ADD_CHUNK)):
+                conn.executemany("INSERT OR IGNORE INTO keep_ids VALUES (?)", [(i,) for i in chunk])
+            dropped = conn.execute(
+                "DELETE FROM events WHERE state = 'pending' AND resent_after_uncertain = 0 "
+                "AND event_id NOT IN (SELECT event_id FROM keep_ids)"
+            ).rowcount
+            conn.execute("DELETE FROM keep_ids")
+        return dropped
+
     def next_batch(self, size: int, *, include_uncertain: bool) -> list[PlannedEvent]:
         """The next `size` events to send, lowest seq first: pending ones, and uncertain ones
         (not skipped) when include_uncertain."""

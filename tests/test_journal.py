@@ -501,3 +501,19 @@ def test_adds_200_000_events_in_reasonable_time(journal: Journal) -> None:
     counted = time.perf_counter() - started
     print(f"\nadd_events: 200,000 events in {added:.2f} s; counts() in {counted * 1000:.0f} ms")
     assert counts["pending"] == 200_000
+
+
+def test_retire_pending_drops_only_never_sent_events_missing_from_the_new_plan(tmp_path):
+    journal = Journal.create(tmp_path / "r.checkpoint", target="t", base_url="http://127.0.0.1:1", fingerprints={}, options={})
+    events = [PlannedEvent(f"e{i}", i, "{}", "f.csv", i + 2, "2023-01-01T00:00:00Z") for i in range(6)]
+    journal.add_events(events)
+    req = journal.begin_request(["e0", "e1"], started_at=1.0)
+    journal.finish_request(req, finished_at=2.0, outcome="201", sent={"e0": "s0"}, rejected={"e1": "bad"})
+    req = journal.begin_request(["e2"], started_at=3.0)
+    journal.finish_request(req, finished_at=4.0, outcome="500", uncertain=["e2"])
+    # the new plan keeps e3 only: e4 and e5 (pending, never sent) go; sent, rejected and uncertain stay
+    assert journal.retire_pending(["e3"]) == 2
+    counts = journal.counts()
+    assert (counts["planned"], counts["sent"], counts["rejected"], counts["uncertain"], counts["pending"]) == (4, 1, 1, 1, 1)
+    assert [e.event_id for e in journal.next_batch(15, include_uncertain=True)] == ["e2", "e3"]
+    journal.close()
