@@ -7,6 +7,7 @@ been processed (the events are uncertain).
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import ipaddress
 import json
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from backfill import __version__
-from backfill.errors import UsageError
+from backfill.errors import AuthError, UsageError
 
 TARGETS = {
     "production": "https://prod.api.devgrid.io",
@@ -40,6 +41,9 @@ _NETWORK: tuple[tuple[type[Exception], str, str], ...] = (
     (httpx.ConnectTimeout, NOT_SENT, "connect timeout"),
     (httpx.ConnectError, NOT_SENT, "cannot connect"),
     (httpx.PoolTimeout, NOT_SENT, "connection pool timeout"),
+    # Raised before a byte goes out (an illegal header, a bad URL scheme); their text may quote headers.
+    (httpx.LocalProtocolError, NOT_SENT, "the request could not be sent (local protocol error)"),
+    (httpx.UnsupportedProtocol, NOT_SENT, "unsupported URL scheme"),
     (httpx.ReadTimeout, UNCERTAIN, "timed out waiting for the response"),
     (httpx.WriteTimeout, UNCERTAIN, "timed out sending the request"),
     (httpx.RemoteProtocolError, UNCERTAIN, "connection closed without a response"),
@@ -99,14 +103,30 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # "-0000": UTC without a named zone; never the local time
+        when = when.replace(tzinfo=datetime.timezone.utc)
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
+
+
+_HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
+
+
+def check_api_key(api_key: str) -> str:
+    """The key, if it can go in an HTTP header; the error never quotes it."""
+    if not _HEADER_SAFE_KEY.fullmatch(api_key):
+        raise AuthError(
+            "the API key is empty or contains spaces, line breaks or non-ASCII characters, "
+            "which cannot be sent in the x-api-key header; check DEVGRID_API_KEY or --api-key-file"
+        )
+    return api_key
 
 
 class EventsClient:
     """POST /events with the key in the x-api-key header. The key appears nowhere else."""
 
     def __init__(self, base_url: str, api_key: str, *, client: httpx.Client | None = None, timeout: float = 30.0):
+        check_api_key(api_key)
         self.url = f"{base_url.rstrip('/')}/events"
         self._headers = {
             "x-api-key": api_key,
@@ -145,6 +165,19 @@ def _message(doc: Any, response: httpx.Response) -> str:
     return text[:200] or response.reason_phrase
 
 
+def _errors_text(errors: list[Any]) -> str:
+    """A 400's errors[] as one line: what the server said, for events it did not name by path."""
+    texts = []
+    for error in errors:
+        if isinstance(error, dict):
+            msg = str(error.get("msg") or error.get("message") or "invalid")
+            texts.append(f"{error['path']}: {msg}" if error.get("path") else msg)
+        else:
+            texts.append(str(error))
+    text = "; ".join(texts)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def classify(response: httpx.Response) -> Outcome:
     status = response.status_code
     doc = _json(response)
@@ -156,8 +189,8 @@ def classify(response: httpx.Response) -> Outcome:
         return Outcome(CREATED, status, success=list(success), failures=list(failures))
     if status == 400:
         errors = doc.get("errors") if isinstance(doc, dict) else None
-        return Outcome(INVALID, status, _message(doc, response) if not errors else "validation errors",
-                       errors=list(errors or []))
+        errors = errors if isinstance(errors, list) else []
+        return Outcome(INVALID, status, _errors_text(errors) if errors else _message(doc, response), errors=errors)
     if status == 413:
         return Outcome(TOO_LARGE, status, _message(doc, response))
     if status == 429:

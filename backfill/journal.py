@@ -489,9 +489,12 @@ class Journal:
             ).rowcount
 
     def request_times(self, since: float) -> list[float]:
-        """Start times of the requests started at or after `since`, oldest first (for the rate limiter)."""
+        """Times of the requests since `since`, oldest first, for the rate limiter: when the answer
+        came (the server saw the request no later), else when it was sent."""
         rows = self._conn.execute(
-            "SELECT started_at FROM requests WHERE started_at >= ? ORDER BY started_at", (since,)
+            "SELECT t FROM (SELECT COALESCE(finished_at, started_at) AS t FROM requests "
+            "WHERE started_at >= ? - 3600) WHERE t >= ? ORDER BY t",
+            (since, since),
         )
         return [row[0] for row in rows]
 

@@ -36,9 +36,9 @@ def map_values(values: pd.Series, table: dict[str, str]) -> pd.Series:
     mapped = np.array([table.get(u) for u in uniques] + [None], dtype=object)
     out = pd.Series(mapped[codes], index=values.index, dtype=object)
     return out.astype(TEXT)
-_EPOCH = r"-?\d+(?:\.\d+)?"
-_AWARE = r"[T ]\d.*(?:Z|z|[+-]\d{2}:?\d{2})$"
-_SPACE_BEFORE_OFFSET = r"\s+([+-]\d{2}:?\d{2})$"
+_EPOCH = r"-?[0-9]+(?:\.[0-9]+)?"
+_AWARE = r"[T ][0-9].*(?:Z|z|[+-][0-9]{2}:?[0-9]{2})$"
+_SPACE_BEFORE_OFFSET = r"[ \t]+([+-][0-9]{2}:?[0-9]{2})$"
 MS_THRESHOLD = 100_000_000_000  # epoch numbers at or above this are milliseconds (1e11 s is year 5138)
 EPOCH_MIN, EPOCH_MAX = -2_208_988_800, 7_258_118_399  # epoch seconds of 1900-01-01 and 2199-12-31T23:59:59
 
@@ -110,7 +110,7 @@ def parse_datetimes(
             _localize(parsed, text, timezone, label, out, why)
         else:
             cleaned = text
-            spaced = text.str.contains(r"\s[+-]\d{2}:?\d{2}$", regex=True)
+            spaced = text.str.contains(r"[ \t][+-][0-9]{2}:?[0-9]{2}$", regex=True)
             if spaced.any():  # rare: "2021-04-28 21:50:00 +0200"; replace() with a group is per-row Python
                 cleaned = text.copy()
                 cleaned[spaced] = text[spaced].str.replace(_SPACE_BEFORE_OFFSET, r"\1", regex=True)

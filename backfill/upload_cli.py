@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from backfill.client import TARGETS, EventsClient, check_base_url
+from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url
 from backfill.errors import AuthError, CheckpointError, ExitStatus, UsageError
 from backfill.journal import Journal, PlannedEvent
 from backfill.plan import FILE, ID, ROW, Plan
@@ -85,13 +85,15 @@ def read_api_key(key_file: str | None) -> str:
             key = Path(key_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise AuthError(f"--api-key-file {key_file}: cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise AuthError(f"--api-key-file {key_file}: not UTF-8 text") from None
         if not key:
             raise AuthError(f"--api-key-file {key_file}: the file is empty")
-        return key
+        return check_api_key(key)
     key = os.environ.get(KEY_ENV, "").strip()
     if not key:
         raise AuthError(f"no API key: set {KEY_ENV} or pass --api-key-file FILE")
-    return key
+    return check_api_key(key)
 
 
 def resolve_target(target: str | None, base_url: str | None) -> tuple[str, str]:
@@ -241,10 +243,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     if os.path.exists(checkpoint):
         journal = Journal.open(checkpoint)
-        if (journal.target, journal.base_url) != (target, base_url):
+        recorded = (journal.target, journal.base_url)
+        if recorded != (target, base_url):
             journal.close()
             raise CheckpointError(
-                f"{checkpoint} belongs to an import to {journal.target} ({journal.base_url}), not {target} ({base_url}); "
+                f"{checkpoint} belongs to an import to {recorded[0]} ({recorded[1]}), not {target} ({base_url}); "
                 "use another --checkpoint for another target"
             )
         changes = describe_changes(journal.fingerprints, prints, journal.options, options)
@@ -259,8 +262,10 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(plan_summary(plan, batch_size=args.batch_size, limits=args.rate_limits or DEFAULT_LIMITS))
             journal.set_fingerprints(prints, options)
             added = journal.add_events(planned_events(plan))
+            dropped = journal.retire_pending(plan.events[ID])
             journal.set_invalid_count(len(plan.report.invalid))
-            print(f"Replanned: {added} new events added to the checkpoint")
+            print(f"Replanned: {added} new events added to the checkpoint"
+                  + (f"; {dropped} pending events no longer in the plan dropped (never sent)" if dropped else ""))
         else:
             print("Resuming the import recorded in the checkpoint (inputs and mapping unchanged).")
     else:
@@ -316,7 +321,7 @@ def _upload(journal: Journal, api_key: str, args: argparse.Namespace, options: d
     pending = remaining["pending"] + (remaining["uncertain"] if upload_options.on_uncertain == RESEND else 0)
     print(f"To send: {pending} events; the rate limits ({', '.join(map(str, limits))}) allow it in about "
           f"{duration_text(throttle.schedule_seconds(-(-pending // upload_options.batch_size)))}")
-    run_id = journal.start_run(time.time(), " ".join(sys.argv[1:2]))
+    run_id = journal.start_run(time.time(), args.command)
     outcome = "finished"
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
