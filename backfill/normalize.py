@@ -178,11 +178,35 @@ def format_utc(times: pd.Series) -> pd.Series:
     except ImportError:  # pragma: no cover - numpy fallback without pyarrow
         text = np.char.add(np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s"), "Z")
         return pd.Series(text, index=times.index, dtype=TEXT).where(~missing)
-    # numpy writes the digits (fast C), arrow takes the bytes as they are (no Python objects)
-    digits = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s").astype("S19")
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(19), len(digits), [None, pa.py_buffer(digits)])
-    text = pc.binary_join_element_wise(fixed.cast(pa.binary()), pa.scalar(b"Z"), pa.scalar(b"")).cast(pa.string())
-    return pd.Series(text, index=times.index, dtype=TEXT).where(~missing)
+    # The 20 ASCII bytes of each text written by numpy arithmetic, handed to arrow as one buffer.
+    text = _iso_bytes(np.where(missing, 0, seconds))
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(20), len(seconds), [None, pa.py_buffer(text)])
+    return pd.Series(fixed.cast(pa.binary()).cast(pa.string()), index=times.index, dtype=TEXT).where(~missing)
+
+
+def _iso_bytes(seconds: np.ndarray) -> np.ndarray:
+    """`YYYY-MM-DDTHH:MM:SSZ` for each epoch second (years 0000-9999), as an (n, 20) uint8 array."""
+    stamps = seconds.astype("datetime64[s]")
+    days = stamps.astype("datetime64[D]")
+    years = days.astype("datetime64[Y]")
+    months = days.astype("datetime64[M]")
+    in_day = seconds - days.astype("datetime64[s]").astype("int64")
+    fields = (
+        (years.astype("int64") + 1970, 4),
+        ((months - years).astype("int64") + 1, 2),
+        ((days - months).astype("int64") + 1, 2),
+        (in_day // 3600, 2),
+        (in_day // 60 % 60, 2),
+        (in_day % 60, 2),
+    )
+    out = np.empty((len(seconds), 20), dtype=np.uint8)
+    out[:] = np.frombuffer(b"0000-00-00T00:00:00Z", dtype=np.uint8)
+    column = 0
+    for values, width in fields:
+        for digit in range(width):
+            out[:, column + digit] = 48 + values // 10 ** (width - 1 - digit) % 10
+        column += width + 1
+    return out
 
 
 def normalize_status(values: pd.Series, label: str = "status") -> tuple[pd.Series, pd.Series]:

@@ -283,8 +283,11 @@ def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[p
             skipped[rule.label] += int(drop.sum())
         keep &= ok
     if not keep.all():
-        chunk = _Chunk(frame[keep])
-        chunk.columns = {}
+        # only the fields the mapping reads, and the ones already stripped are kept, not redone
+        needed = [c for c in frame.columns if c in mapping.fields or c == ROW]
+        filtered = _Chunk(frame.loc[keep.to_numpy(), needed])
+        filtered.columns = {name: column[keep] for name, column in chunk.columns.items()}
+        chunk = filtered
 
     out = pd.DataFrame(index=chunk.frame.index)
     if mapping.entity is None:
