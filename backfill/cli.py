@@ -123,11 +123,10 @@ def write_request_bodies(plan: Plan, path: str, batch_size: int) -> int:
     temp = target.with_name(f".{target.name}.partial")
     count = 0
     try:
-        with open(temp, "w", encoding="utf-8") as out:
-            for body in plan.request_bodies(batch_size):
-                out.write(body)
-                out.write("\n")
-                count += 1
+        with open(temp, "wb") as out:
+            for requests, block in plan.request_blocks(batch_size):
+                out.write(block)
+                count += requests
         temp.replace(target)
     except OSError as exc:
         temp.unlink(missing_ok=True)

@@ -92,13 +92,22 @@ class Plan:
         """The JSON text of events[start:stop], exactly as each goes into a request."""
         return event_bodies(self.events.iloc[start:stop], self.attribute_columns)
 
-    def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 30_000) -> Iterator[str]:
-        """Every request body `{"events":[...]}` in order, built a slice at a time."""
+    def request_blocks(self, batch_size: int = MAX_BATCH, slice_size: int = 30_000) -> Iterator[tuple[int, bytes]]:
+        """Every request body `{"events":[...]}` in order, as UTF-8 blocks of whole lines
+        (`(requests, bytes)`), each block joined by arrow kernels from one slice of the plan."""
         slice_size = max(batch_size, slice_size - slice_size % batch_size)  # whole batches per slice
         for start in range(0, len(self.events), slice_size):
-            bodies = self.bodies(start, start + slice_size).tolist()
-            for i in range(0, len(bodies), batch_size):
-                yield '{"events":[' + ",".join(bodies[i : i + batch_size]) + "]}"
+            bodies = pa.array(self.bodies(start, start + slice_size).array, type=pa.string())
+            offsets = pa.array(list(range(0, len(bodies), batch_size)) + [len(bodies)], type=pa.int32())
+            joined = pc.binary_join(pa.ListArray.from_arrays(offsets, bodies), ",")
+            lines = pc.binary_join_element_wise('{"events":[', joined, "]}\n", "")
+            block = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], type=pa.int32()), lines), "")
+            yield len(lines), block[0].as_buffer().to_pybytes()
+
+    def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 30_000) -> Iterator[str]:
+        """Every request body `{"events":[...]}` in order, one string each."""
+        for _, block in self.request_blocks(batch_size, slice_size):
+            yield from block.decode("utf-8").split("\n")[:-1]
 
     def source_of(self, position: int) -> tuple[str, int]:
         row = self.events.iloc[position]
