@@ -16,7 +16,7 @@ from backfill.events import MAX_BATCH
 from backfill.mapping import Mapping, load_mapping
 from backfill.plan import Plan, build_plan
 from backfill.summary import first_payloads, plan_summary
-from backfill.throttle import DEFAULT_LIMITS, parse_rate_limit
+from backfill.throttle import DEFAULT_LIMITS, rate_limit_argument
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,12 +51,6 @@ def _batch_size(text: str) -> int:
     return size
 
 
-def _rate_limit(text: str):
-    try:
-        return parse_rate_limit(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="input files (CSV, JSON, NDJSON, Jenkins or GitLab exports)")
@@ -69,7 +63,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--invalid-out", metavar="FILE", help="write every invalid row (JSON Lines) with its reason")
     parser.add_argument("--strict", action="store_true", help="exit non-zero if any row is invalid")
     parser.add_argument("--batch-size", type=_batch_size, default=MAX_BATCH, metavar="N", help=f"events per request, 1-{MAX_BATCH} (default {MAX_BATCH})")
-    parser.add_argument("--rate-limit", dest="rate_limits", action="append", type=_rate_limit, metavar="N/PERIOD",
+    parser.add_argument("--rate-limit", dest="rate_limits", action="append", type=rate_limit_argument, metavar="N/PERIOD",
                         help="rate limit, repeatable (default: 100/min and 1500/h, the API's)")
 
 

@@ -174,7 +174,6 @@ def format_utc(times: pd.Series) -> pd.Series:
     missing = times.isna().to_numpy()
     try:
         import pyarrow as pa
-        import pyarrow.compute as pc
     except ImportError:  # pragma: no cover - numpy fallback without pyarrow
         text = np.char.add(np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s"), "Z")
         return pd.Series(text, index=times.index, dtype=TEXT).where(~missing)

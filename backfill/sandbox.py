@@ -52,7 +52,7 @@ from backfill.events import (
     TIMESTAMP_FORMAT,
     closest,
 )
-from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, parse_rate_limit
+from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, rate_limit_argument
 
 __all__ = ["Sandbox", "SandboxConfig", "add_arguments", "config_from_args", "run", "validate_events"]
 
@@ -537,12 +537,6 @@ class Sandbox:
 # --- command line --------------------------------------------------------------------------------
 
 
-def _rate_limit_arg(text: str) -> RateLimit:
-    try:
-        return parse_rate_limit(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def _probability(text: str) -> float:
     try:
@@ -583,7 +577,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate-limit",
         action="append",
-        type=_rate_limit_arg,
+        type=rate_limit_argument,
         metavar="N/PERIOD",
         help="a rate limit per API key, e.g. 100/min; repeat for several windows (default: 100/min and 1500/h)",
     )

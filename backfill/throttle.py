@@ -8,6 +8,7 @@ request at the earliest such moment.
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import math
 import re
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from backfill.errors import UsageError
 
-__all__ = ["DEFAULT_LIMITS", "RateLimit", "Throttle", "parse_rate_limit"]
+__all__ = ["DEFAULT_LIMITS", "RateLimit", "Throttle", "parse_rate_limit", "rate_limit_argument"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,14 @@ def parse_rate_limit(text: str) -> RateLimit:
             f"invalid rate limit {text!r}: count and period must be positive, e.g. 100/min, 1500/h or 20/0.5s"
         )
     return RateLimit(count, period)
+
+
+def rate_limit_argument(text: str) -> RateLimit:
+    """parse_rate_limit for argparse `type=`: a bad value is a usage error of that option."""
+    try:
+        return parse_rate_limit(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 DEFAULT_LIMITS: tuple[RateLimit, ...] = (RateLimit(100, 60.0), RateLimit(1500, 3600.0))

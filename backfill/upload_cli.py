@@ -17,8 +17,8 @@ from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url
 from backfill.errors import AuthError, CheckpointError, ExitStatus, UsageError
 from backfill.journal import Journal, PlannedEvent
 from backfill.plan import FILE, ID, ROW, Plan
-from backfill.summary import duration_text, plan_summary, upload_seconds
-from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, parse_rate_limit
+from backfill.summary import duration_text, plan_summary
+from backfill.throttle import DEFAULT_LIMITS, Throttle, parse_rate_limit, rate_limit_argument
 from backfill.uploader import RESEND, SKIP, UploadOptions, Uploader, UploadResult
 
 KEY_ENV = "DEVGRID_API_KEY"
@@ -54,7 +54,7 @@ def add_commands(commands: Any, plan_arguments: Callable[[argparse.ArgumentParse
     res = commands.add_parser("resume", help="continue an import from its checkpoint",
                               description="Continue an interrupted import from its checkpoint (no re-planning).")
     res.add_argument("checkpoint", metavar="CHECKPOINT")
-    res.add_argument("--rate-limit", dest="rate_limits", action="append", type=_rate_limit, metavar="N/PERIOD",
+    res.add_argument("--rate-limit", dest="rate_limits", action="append", type=rate_limit_argument, metavar="N/PERIOD",
                      help="rate limit, repeatable (default: as the import was started)")
     _connection_arguments(res)
     res.set_defaults(handler=cmd_resume)
@@ -67,12 +67,6 @@ def add_commands(commands: Any, plan_arguments: Callable[[argparse.ArgumentParse
     st.add_argument("--sent", metavar="FILE", help="write each sent event's source row and server id (JSON Lines)")
     st.set_defaults(handler=cmd_status)
 
-
-def _rate_limit(text: str) -> RateLimit:
-    try:
-        return parse_rate_limit(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # --------------------------------------------------------------------- secrets and targets
