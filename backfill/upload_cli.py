@@ -185,7 +185,7 @@ class TqdmProgress:
         self.total = counts["planned"] - counts["possibly_missing"]
         self.bar = tqdm(
             total=self.total, initial=self.sent + self.rejected, unit="ev", dynamic_ncols=True, file=sys.stderr,
-            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}] {postfix}",
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]",
             disable=None,
         )
         self._update_postfix()
@@ -309,12 +309,12 @@ def _upload(journal: Journal, api_key: str, args: argparse.Namespace, options: d
               f"and will be {'resent (possibly duplicated)' if upload_options.on_uncertain == RESEND else 'skipped (possibly missing)'}")
     client = EventsClient(journal.base_url, api_key, timeout=args.timeout)
     uploader = Uploader(journal, client, throttle, upload_options)
-    progress = TqdmProgress(journal, lambda: uploader.throttle, lambda: uploader.batch_size)
-    uploader.progress = progress
     remaining = journal.counts()
     pending = remaining["pending"] + (remaining["uncertain"] if upload_options.on_uncertain == RESEND else 0)
     print(f"To send: {pending} events; the rate limits ({', '.join(map(str, limits))}) allow it in about "
           f"{duration_text(throttle.schedule_seconds(-(-pending // upload_options.batch_size)))}")
+    progress = TqdmProgress(journal, lambda: uploader.throttle, lambda: uploader.batch_size)
+    uploader.progress = progress
     run_id = journal.start_run(time.time(), args.command)
     outcome = "finished"
     previous = signal.getsignal(signal.SIGTERM)

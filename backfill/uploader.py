@@ -67,8 +67,10 @@ def request_body(batch: list[PlannedEvent]) -> str:
 
 
 def limit_name(limit: RateLimit) -> str:
-    names = {60.0: "per-minute", 3600.0: "hourly", 1.0: "per-second", 86400.0: "daily"}
-    return f"the {names.get(limit.period, str(limit))} limit"
+    """ "the hourly limit (1500/h)", or "the 20/0.5s limit" for a period without a common name."""
+    names = {1.0: "per-second", 60.0: "per-minute", 3600.0: "hourly", 86400.0: "daily"}
+    name = names.get(limit.period)
+    return f"the {name} limit ({limit})" if name else f"the {limit} limit"
 
 
 class Uploader:
@@ -245,7 +247,7 @@ class Uploader:
 
     def _on_wait(self, seconds: float, limit: RateLimit) -> None:
         until = time.strftime("%H:%M:%S", time.localtime(self.clock() + seconds))
-        self.progress.waiting(seconds, f"waiting for {limit_name(limit)} ({limit}) until {until}")
+        self.progress.waiting(seconds, f"waiting for {limit_name(limit)} until {until}")
 
 
 def match_created(batch: list[PlannedEvent], outcome: Outcome) -> tuple[dict[str, str], dict[str, str], list[str]]:

@@ -897,3 +897,17 @@ def test_random_faults_never_lose_or_silently_duplicate(tmp_path: Path) -> None:
         assert twice <= {e["event_id"] for e in journal.uncertain_events() if e["status"] == "duplicated"}
     finally:
         h.close()
+
+
+@pytest.mark.parametrize(
+    ("limit", "text"),
+    [
+        (RateLimit(1500, 3600.0), "the hourly limit (1500/h)"),
+        (RateLimit(100, 60.0), "the per-minute limit (100/min)"),
+        (RateLimit(20, 0.5), "the 20/0.5s limit"),
+    ],
+)
+def test_limit_names_in_wait_messages(limit, text):
+    from backfill.uploader import limit_name
+
+    assert limit_name(limit) == text
