@@ -73,7 +73,10 @@ def parse_datetimes(
     if present.empty:
         return out, why
     if unit or not fmt:
-        is_number = present.str.fullmatch(_EPOCH)
+        is_number = present.str.isdigit()  # a cheap kernel; the full pattern only for the rest
+        maybe = ~is_number & present.str.contains(".", regex=False) | present.str.startswith("-")
+        if maybe.any():
+            is_number[maybe] = present[maybe].str.fullmatch(_EPOCH)
     else:
         is_number = pd.Series(False, index=present.index)
     numbers = present[is_number]
@@ -110,12 +113,14 @@ def parse_datetimes(
             _localize(parsed, text, timezone, label, out, why)
         else:
             cleaned = text
-            spaced = text.str.contains(r"[ \t][+-][0-9]{2}:?[0-9]{2}$", regex=True)
-            if spaced.any():  # rare: "2021-04-28 21:50:00 +0200"; replace() with a group is per-row Python
-                cleaned = text.copy()
-                cleaned[spaced] = text[spaced].str.replace(_SPACE_BEFORE_OFFSET, r"\1", regex=True)
-            has_zone = cleaned.str.contains(_AWARE, regex=True)
+            has_zone = text.str.contains(_AWARE, regex=True)
             if has_zone.any():
+                zoned = text[has_zone]
+                spaced = zoned.str.contains(r"[ \t][+-][0-9]{2}:?[0-9]{2}$", regex=True)
+                if spaced.any():  # rare: "2021-04-28 21:50:00 +0200"; replace() with a group is per-row Python
+                    cleaned = text.copy()
+                    fixed = zoned[spaced]
+                    cleaned[fixed.index] = fixed.str.replace(_SPACE_BEFORE_OFFSET, r"\1", regex=True)
                 aware = pd.to_datetime(cleaned[has_zone], utc=True, format="ISO8601", errors="coerce")
                 if aware.isna().any():  # lower-case t / z (RFC 3339 allows them); only the few that failed
                     retry = cleaned[has_zone][aware.isna()].str.upper()

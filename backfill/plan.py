@@ -132,7 +132,7 @@ def _literals(values: pa.Array, *, safe: bool = False) -> pa.Array:
     """Each string as a JSON string literal (null stays null). Values with quotes, backslashes,
     control or non-ASCII characters (few) go through json.dumps; the rest are just quoted."""
     quoted = pc.binary_join_element_wise('"', values, '"', "")
-    if safe or len(values) == 0:
+    if safe or len(values) == 0 or _plain_ascii(values):
         return quoted
     special = pc.or_(pc.match_substring_regex(values, _NEEDS_ESCAPE), pc.invert(pc.string_is_ascii(values)))
     special = pc.fill_null(special, False)
@@ -140,6 +140,17 @@ def _literals(values: pa.Array, *, safe: bool = False) -> pa.Array:
         return quoted
     fixed = pa.array([_dumps(v) for v in pc.filter(values, special).to_pylist()], type=pa.string())
     return pc.replace_with_mask(quoted, special, fixed)
+
+
+def _plain_ascii(values: pa.Array) -> bool:
+    """True when no value holds a quote, a backslash, a control or a non-ASCII character: one
+    numpy pass over the array's UTF-8 bytes, the common case for ids, SHAs and URLs."""
+    _, offsets, data = values.buffers()
+    if data is None:
+        return True
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
+    return not bool(((raw < 0x20) | (raw == 0x22) | (raw == 0x5C) | (raw >= 0x80)).any())
 
 
 def _arrow_literals(values: pd.Series, *, safe: bool = False) -> pa.Array:
