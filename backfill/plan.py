@@ -31,7 +31,6 @@ from backfill.readers import ROW, get_reader
 FILE = "_file"
 TS = "_ts"
 KEY = "_key"
-ID = "_id"
 REASON_LIMIT = 20
 
 
@@ -78,11 +77,19 @@ class Plan:
 
     mapping: Mapping
     files: list[str]
-    events: pd.DataFrame  # TS, "timestamp", "entityId", attribute columns, FILE (index into files), ROW, ID
+    events: pd.DataFrame  # TS, "timestamp", "entityId", attribute columns, FILE (index into files), ROW
     report: PlanReport
+    keys: np.ndarray | None = None  # the dedupe key's hash per event, when the mapping has dedupe
+    _ids: pd.Series | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.events)
+
+    def event_ids(self) -> pd.Series:
+        """Each event's stable id (computed on first use: a preview does not need them)."""
+        if self._ids is None:
+            self._ids = _event_ids(self, self.keys)
+        return self._ids
 
     @property
     def attribute_columns(self) -> list[str]:
@@ -436,10 +443,8 @@ def build_plan(
     for name in ("entityId", "env", "status"):
         if name in events.columns:
             events[name] = events[name].astype("category")
-    plan = Plan(mapping, files, events, report)
-    events[ID] = _event_ids(plan, keys)
     report.planned = len(events)
-    return plan
+    return Plan(mapping, files, events, report, keys)
 
 
 def _take_columns(columns: dict[str, pd.Series], order: np.ndarray) -> pd.DataFrame:

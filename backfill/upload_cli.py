@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url
 from backfill.errors import AuthError, CheckpointError, ExitStatus, UsageError
 from backfill.journal import Journal, PlannedEvent
-from backfill.plan import FILE, ID, ROW, Plan
+from backfill.plan import FILE, ROW, Plan
 from backfill.summary import duration_text, plan_summary
 from backfill.throttle import DEFAULT_LIMITS, Throttle, parse_rate_limit, rate_limit_argument
 from backfill.uploader import RESEND, SKIP, UploadOptions, Uploader, UploadResult
@@ -158,12 +158,13 @@ def describe_changes(old: dict[str, str], new: dict[str, str], old_opts: dict, n
 
 def planned_events(plan: Plan) -> Iterator[PlannedEvent]:
     events = plan.events
+    ids = plan.event_ids()
     step = 50_000
     for start in range(0, len(events), step):
         part = events.iloc[start : start + step]
         bodies = plan.bodies(start, start + step)
         for seq, event_id, body, file_index, row, ts in zip(
-            range(start, start + len(part)), part[ID], bodies, part[FILE], part[ROW], part["timestamp"]
+            range(start, start + len(part)), ids.iloc[start : start + step], bodies, part[FILE], part[ROW], part["timestamp"]
         ):
             yield PlannedEvent(event_id, seq, body, plan.files[int(file_index)], int(row), ts)
 
@@ -256,7 +257,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(plan_summary(plan, batch_size=args.batch_size, limits=args.rate_limits or DEFAULT_LIMITS))
             journal.set_fingerprints(prints, options)
             added = journal.add_events(planned_events(plan))
-            dropped = journal.retire_pending(plan.events[ID])
+            dropped = journal.retire_pending(plan.event_ids())
             journal.set_invalid_count(len(plan.report.invalid))
             print(f"Replanned: {added} new events added to the checkpoint"
                   + (f"; {dropped} pending events no longer in the plan dropped (never sent)" if dropped else ""))

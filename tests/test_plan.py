@@ -363,8 +363,8 @@ def test_event_ids_are_stable_and_unique(tmp_path, dedupe):
     )
     first = plan_of(tmp_path, mapping, ("in.csv", csv))
     again = plan_of(tmp_path, mapping, ("in.csv", csv))
-    ids = first.events["_id"].tolist()
-    assert ids == again.events["_id"].tolist()
+    ids = first.event_ids().tolist()
+    assert ids == again.event_ids().tolist()
     assert len(set(ids)) == len(ids) == (4 if dedupe else 5)
     assert all(re.fullmatch(r"[ek][0-9a-f]{16}(-\d+)?", i) for i in ids)
 
@@ -374,7 +374,7 @@ def test_event_ids_do_not_depend_on_chunking(tmp_path, monkeypatch):
     whole = build_plan([SAMPLE_CSV], mapping)
     monkeypatch.setattr(csvfile, "CHUNK_ROWS", 4)
     chunked = build_plan([SAMPLE_CSV], mapping)
-    assert chunked.events["_id"].tolist() == whole.events["_id"].tolist()
+    assert chunked.event_ids().tolist() == whole.event_ids().tolist()
     assert list(chunked.request_bodies()) == list(whole.request_bodies())
     assert dict(chunked.report.filtered) == dict(whole.report.filtered)
     assert [str(r) for r in chunked.report.invalid] == [str(r) for r in whole.report.invalid]
@@ -549,7 +549,7 @@ dedupe: [build]
         n.strip() for n in _planned_notes(rows))
     stamps = [e["timestamp"] for e in events]
     assert stamps == sorted(stamps)
-    assert plan.events["_id"].is_unique
+    assert plan.event_ids().is_unique
 
 
 def _planned_notes(rows) -> list[str]:
