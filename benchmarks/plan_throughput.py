@@ -108,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep the files")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, interleaved; the best time is compared (default 3)")
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="plan-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -127,8 +128,15 @@ def main() -> None:
         "from backfill.cli import main\n"
         f"sys.exit(main(['preview', {str(csv_path)!r}, '-m', {str(mapping)!r}, '--out', {str(out)!r}, '--show', '0']))\n"
     )
-    read_s, read_mb, _ = measure([sys.executable, "-c", plain])
-    plan_s, plan_mb, text = measure([sys.executable, "-c", preview])
+    reads, plans = [], []
+    for _ in range(args.repeat):  # interleaved, so a noisy moment hits both sides alike
+        reads.append(measure([sys.executable, "-c", plain]))
+        plans.append(measure([sys.executable, "-c", preview]))
+    read_s, plan_s = min(r[0] for r in reads), min(p[0] for p in plans)
+    read_mb, plan_mb = max(r[1] for r in reads), max(p[1] for p in plans)
+    text = plans[-1][2]
+    print(f"runs: {args.repeat} of each; times {', '.join(f'{r[0]:.2f}' for r in reads)} s (read) and "
+          f"{', '.join(f'{p[0]:.2f}' for p in plans)} s (preview); best compared, peak memory the largest seen")
     planned = next((line for line in text.splitlines() if line.startswith("Rows:")), "")
     print(f"rows: {args.rows:,}   ({planned})")
     print(f"plain pandas.read_csv(dtype=str):  {read_s:6.2f} s  {args.rows / read_s:12,.0f} rows/s  peak {read_mb:6.0f} MB")

@@ -18,7 +18,7 @@ import pandas as pd
 from backfill.errors import ReaderError
 
 ROW = "_row"
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 100_000
 
 
 @dataclass(frozen=True)
