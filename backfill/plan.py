@@ -237,12 +237,14 @@ class _Chunk:
         if rule.value is not None:
             return pd.Series(rule.value, index=index, dtype=TEXT)
         if rule.template is not None:
-            out = pd.Series("", index=index, dtype=TEXT)
+            parts: list[object] = []
             for literal, name, _, _ in string.Formatter().parse(rule.template):
-                out = out + literal
+                if literal:
+                    parts.append(literal)
                 if name is not None:
-                    out = out + self.text(name)
-            return out
+                    parts.append(pa.array(self.text(name).array, type=pa.string()))
+            # one kernel for the whole template; empty (null) if any placeholder is empty
+            return pd.Series(pc.binary_join_element_wise(*parts, ""), index=index, dtype=TEXT)
         out = self.text(rule.sources[0])
         for name in rule.sources[1:]:
             out = out.fillna(self.text(name))
