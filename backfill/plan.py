@@ -79,7 +79,7 @@ class Plan:
     files: list[str]
     events: pd.DataFrame  # TS, "timestamp", "entityId", attribute columns, FILE (index into files), ROW
     report: PlanReport
-    keys: np.ndarray | None = None  # the dedupe key's hash per event, when the mapping has dedupe
+    keys: pd.Series | None = None  # the dedupe key per event (values joined by \x1f), with dedupe
     _ids: pd.Series | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -355,8 +355,9 @@ def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[p
         out[name] = values
 
     if mapping.dedupe:
-        keys = pd.DataFrame({k: chunk.text(k).fillna("").astype(object) for k in mapping.dedupe})
-        out[KEY] = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+        # the key's values joined by a unit separator: compared as text, hashed only for ids
+        parts = [pa.array(chunk.text(k).fillna("").array, type=pa.string()) for k in mapping.dedupe]
+        out[KEY] = pd.Series(pc.binary_join_element_wise(*parts, "\x1f"), index=chunk.frame.index, dtype=TEXT)
     out[FILE] = file_index
     out[ROW] = chunk.frame[ROW].to_numpy()
     bad = chunk.reason.notna()
@@ -434,7 +435,7 @@ def build_plan(
         keep &= ~dup
     rows = np.flatnonzero(keep)
     order = rows[np.argsort(events[TS].array.asi8[rows], kind="stable")]
-    keys = events.pop(KEY).to_numpy()[order] if KEY in events.columns else None
+    keys = events.pop(KEY).take(order).reset_index(drop=True) if KEY in events.columns else None
     columns = {name: events[name] for name in events.columns}
     del events
     events = _take_columns(columns, order)
@@ -476,18 +477,18 @@ def _empty_events(mapping: Mapping) -> pd.DataFrame:
         name: pd.Series(dtype=UTC_DTYPE if name in DATE_ATTRIBUTES else TEXT) for name in mapping.attributes
     })
     if mapping.dedupe:
-        columns[KEY] = pd.Series(dtype="uint64")
+        columns[KEY] = pd.Series(dtype=TEXT)
     columns[FILE] = pd.Series(dtype="int64")
     columns[ROW] = pd.Series(dtype="int64")
     return pd.DataFrame(columns)
 
 
-def _event_ids(plan: Plan, keys: np.ndarray | None) -> pd.Series:
+def _event_ids(plan: Plan, keys: pd.Series | None) -> pd.Series:
     """Stable ids: the dedupe key's hash where the mapping has one, else a hash of the event itself
     (with a counter for identical events, which are then distinct deployments)."""
     events = plan.events
     if keys is not None:
-        return "k" + _hex(pd.Series(keys, dtype="uint64"))
+        return "k" + _hex(pd.util.hash_pandas_object(keys.astype(object), index=False))
     hashes = []
     for start in range(0, len(events), 30_000):
         hashes.append(pd.util.hash_pandas_object(plan.bodies(start, start + 30_000).astype(object), index=False).to_numpy())
