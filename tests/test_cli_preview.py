@@ -48,8 +48,8 @@ def test_sample_preview_summary(run_cli):
         f"  skipped by filter job matches '^deploy-' (line {mapping_line('field: job')}): 1",
         "  duplicates folded (same service, build; first kept): 1",
         "Invalid rows: 4",
-        f"  {S} row 12: timestamp: '27.10.2019 02:55' is ambiguous in Europe/Berlin (clocks went back for DST); "
-        "give it with its offset: +02:00 the first time, +01:00 the second",
+        f"  {S} row 12: timestamp: '29.03.2020 02:35' does not exist in Europe/Berlin (clocks went forward for DST); "
+        "fix the time or give it with an offset",
         f"  {S} row 16: attributes.status: 'Succes' is neither success nor failed; "
         "add a lookup to the status rule or a filter rule",
         f"  {S} row 20: timestamp: '31.10.2021 02:30' is ambiguous in Europe/Berlin (clocks went back for DST); "

@@ -427,7 +427,8 @@ def test_sample_plan_accounts_for_every_row():
     # 29 data rows (spreadsheet rows 2-30):
     #   filtered: row 6 (env dev), row 7 (ABORTED), row 27 (job hotfix-payments)
     #   duplicate: row 9 (payments build 105 again, after row 8)
-    #   invalid: rows 12 and 20 (02:55 / 02:30 on the night clocks went back), 16 (status "Succes"),
+    #   invalid: row 12 (02:35 on the night clocks went forward), row 20 (02:30 on the night they
+    #            went back), 16 (status "Succes"),
     #            23 (service "search" not in the entity lookup)
     assert report.files == [(str(SAMPLE_CSV), 29)]
     assert (report.planned, sum(report.filtered.values()), report.duplicates, len(report.invalid)) == (21, 3, 1, 4)
