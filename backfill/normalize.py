@@ -31,11 +31,17 @@ TEXT = _text_dtype()
 
 
 def map_values(values: pd.Series, table: dict[str, str]) -> pd.Series:
-    """values.map(table), vectorized over the distinct values (few, in deploy logs)."""
-    codes, uniques = pd.factorize(values)
-    mapped = np.array([table.get(u) for u in uniques] + [None], dtype=object)
-    out = pd.Series(mapped[codes], index=values.index, dtype=object)
-    return out.astype(TEXT)
+    """values.map(table) by arrow kernels: each value's position in the table's keys, then a take
+    of the outputs (a value not in the table, or missing, gives missing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = pa.array(list(table), type=pa.string())
+    outputs = pa.array(list(table.values()), type=pa.string())
+    positions = pc.index_in(pa.array(values.astype(TEXT).array, type=pa.string()), value_set=keys)
+    return pd.Series(pc.take(outputs, positions), index=values.index, dtype=TEXT)
+
+
 _EPOCH = r"-?[0-9]+(?:\.[0-9]+)?"
 _AWARE = r"[T ][0-9].*(?:Z|z|[+-][0-9]{2}:?[0-9]{2})$"
 _SPACE_BEFORE_OFFSET = r"[ \t]+([+-][0-9]{2}:?[0-9]{2})$"

@@ -211,8 +211,9 @@ def _text(frame: pd.DataFrame, name: str) -> pd.Series:
     """A field's values stripped, empty as NaN; a field the chunk lacks is all NaN."""
     if name not in frame.columns:
         return pd.Series(np.nan, index=frame.index, dtype=TEXT)
-    column = frame[name].astype(TEXT).str.strip()
-    return column.where(column != "")
+    trimmed = pc.utf8_trim_whitespace(pa.array(frame[name].astype(TEXT).array, type=pa.string()))
+    cleaned = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    return pd.Series(cleaned, index=frame.index, dtype=TEXT)
 
 
 class _Chunk:
