@@ -106,10 +106,10 @@ class Plan:
         for start in range(0, len(self.events), slice_size):
             bodies = pa.array(self.bodies(start, start + slice_size).array, type=pa.string())
             offsets = pa.array(list(range(0, len(bodies), batch_size)) + [len(bodies)], type=pa.int32())
-            joined = pc.binary_join(pa.ListArray.from_arrays(offsets, bodies), ",")
-            lines = pc.binary_join_element_wise('{"events":[', joined, "]}\n", "")
-            block = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], type=pa.int32()), lines), "")
-            yield len(lines), block[0].as_buffer().to_pybytes()
+            requests = pc.binary_join(pa.ListArray.from_arrays(offsets, bodies), ",")
+            whole = pa.ListArray.from_arrays(pa.array([0, len(requests)], type=pa.int32()), requests)
+            block = pc.binary_join(whole, ']}\n{"events":[')[0].as_buffer()
+            yield len(requests), b'{"events":[' + block.to_pybytes() + b"]}\n"
 
     def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 30_000) -> Iterator[str]:
         """Every request body `{"events":[...]}` in order, one string each."""
@@ -135,17 +135,17 @@ def _dumps(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
-def _literals(values: pa.Array, *, safe: bool = False) -> pa.Array:
-    """Each string as a JSON string literal (null stays null). Values with quotes, backslashes,
-    control or non-ASCII characters (few) go through json.dumps; the rest are just quoted."""
-    quoted = pc.binary_join_element_wise('"', values, '"', "")
+def _literals(values: pa.Array, *, safe: bool = False, prefix: str = "") -> pa.Array:
+    """`prefix` and each string as a JSON string literal (null stays null). Values with quotes,
+    backslashes, control or non-ASCII characters (few) go through json.dumps; the rest are quoted."""
+    quoted = pc.binary_join_element_wise(prefix + '"', values, '"', "")
     if safe or len(values) == 0 or _plain_ascii(values):
         return quoted
     special = pc.or_(pc.match_substring_regex(values, _NEEDS_ESCAPE), pc.invert(pc.string_is_ascii(values)))
     special = pc.fill_null(special, False)
     if not pc.any(special).as_py():
         return quoted
-    fixed = pa.array([_dumps(v) for v in pc.filter(values, special).to_pylist()], type=pa.string())
+    fixed = pa.array([prefix + _dumps(v) for v in pc.filter(values, special).to_pylist()], type=pa.string())
     return pc.replace_with_mask(quoted, special, fixed)
 
 
@@ -160,17 +160,18 @@ def _plain_ascii(values: pa.Array) -> bool:
     return not bool(((raw < 0x20) | (raw == 0x22) | (raw == 0x5C) | (raw >= 0x80)).any())
 
 
-def _arrow_literals(values: pd.Series, *, safe: bool = False) -> pa.Array:
-    """A column as an arrow array of JSON literals; categories are encoded once each."""
+def _arrow_literals(values: pd.Series, *, safe: bool = False, prefix: str = "") -> pa.Array:
+    """A column as an arrow array of `prefix` + JSON literal; categories are encoded once each."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         categories = pa.array(values.cat.categories.astype(object), type=pa.string())
         codes = values.cat.codes.to_numpy()
         indices = pa.array(codes, mask=codes < 0, type=pa.int32())
-        return pa.DictionaryArray.from_arrays(indices, _literals(categories, safe=safe)).cast(pa.string())
+        literals = _literals(categories, safe=safe, prefix=prefix)
+        return pa.DictionaryArray.from_arrays(indices, literals).cast(pa.string())
     array = pa.array(values.astype(TEXT).array, type=pa.string())
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    return _literals(array, safe=safe)
+    return _literals(array, safe=safe, prefix=prefix)
 
 
 def json_strings(values: pd.Series) -> pd.Series:
@@ -179,28 +180,29 @@ def json_strings(values: pd.Series) -> pd.Series:
 
 
 def event_bodies(events: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
-    """The JSON text of each event, built column-wise by arrow kernels (no per-row Python)."""
-    pieces = []
-    for name in attributes:
-        column = events[name]
-        if column.notna().any():
-            literal = _arrow_literals(column, safe=name in DATE_ATTRIBUTES)
-            pieces.append(pc.binary_join_element_wise(f',"{name}":', literal, ""))  # null if absent
-    if pieces:
-        joined = pc.binary_join_element_wise(*pieces, "", null_handling="replace", null_replacement="")
-        attrs = pc.utf8_slice_codeunits(joined, 1)
-    else:
-        attrs = pa.array([""] * len(events), type=pa.string())
-    body = pc.binary_join_element_wise(
-        f'{{"type":"{EVENT_TYPE}","timestamp":',
-        _arrow_literals(events["timestamp"], safe=True),
-        ',"entityId":',
-        _arrow_literals(events["entityId"]),
+    """The JSON text of each event, built column-wise by arrow kernels (no per-row Python):
+    one `,"name":"value"` piece per attribute (null where absent), joined in one pass."""
+    present = [name for name in attributes if events[name].notna().any()]
+    # The first attribute goes without its comma when every event has it (the usual case);
+    # otherwise the joined attributes lose their leading comma by a slice.
+    bare_first = bool(present) and bool(events[present[0]].notna().all())
+    pieces = [
+        _arrow_literals(
+            events[name],
+            safe=name in DATE_ATTRIBUTES,
+            prefix=f'{"" if i == 0 and bare_first else ","}"{name}":',
+        )
+        for i, name in enumerate(present)
+    ]
+    head = [
+        _arrow_literals(events["timestamp"], safe=True, prefix=f'{{"type":"{EVENT_TYPE}","timestamp":'),
+        _arrow_literals(events["entityId"], prefix=',"entityId":'),
         ',"attributes":{',
-        attrs,
-        "}}",
-        "",
-    )
+    ]
+    if pieces and not bare_first:
+        joined = pc.binary_join_element_wise(*pieces, "", null_handling="replace", null_replacement="")
+        pieces = [pc.utf8_slice_codeunits(joined, 1)]
+    body = pc.binary_join_element_wise(*head, *pieces, "}}", "", null_handling="replace", null_replacement="")
     return pd.Series(body, index=events.index, dtype=TEXT)
 
 
