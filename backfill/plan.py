@@ -31,6 +31,7 @@ from backfill.readers import ROW, get_reader
 FILE = "_file"
 TS = "_ts"
 KEY = "_key"
+VALID = "_valid"
 REASON_LIMIT = 20
 
 
@@ -298,7 +299,8 @@ def _check_fields(mapping: Mapping, seen: set[str], path: str) -> None:
 
 
 def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[pd.DataFrame, pd.Series, Counter]:
-    """Map one chunk of rows. Returns (events, reasons of invalid rows, rows skipped per filter rule)."""
+    """Map one chunk of rows. Returns (events, with VALID False on the invalid rows; their reasons;
+    rows skipped per filter rule)."""
     chunk = _Chunk(frame)
     keep = pd.Series(True, index=frame.index)
     skipped: Counter = Counter()
@@ -364,7 +366,9 @@ def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[p
     out[FILE] = file_index
     out[ROW] = chunk.frame[ROW].to_numpy()
     bad = chunk.reason.notna()
-    return out[~bad], chunk.reason[bad], skipped
+    # invalid rows stay in, marked: the plan drops them in its one final `take`, not a copy a chunk
+    out[VALID] = ~bad.to_numpy()
+    return out, chunk.reason[bad], skipped
 
 
 def _missing(values: pd.Series, rule: FieldRule, what: str) -> pd.Series:
@@ -421,7 +425,7 @@ def build_plan(
     events = pd.concat(parts, ignore_index=True) if parts else _empty_events(mapping)
     del parts  # the chunks' frames are freed here: memory holds the plan once, not twice
     # Range, dedupe and order are folded into one `take`, so the plan is copied once.
-    keep = np.ones(len(events), dtype=bool)
+    keep = events.pop(VALID).to_numpy(dtype=bool, copy=True)
     if since is not None or until is not None:
         ts = events[TS]
         inside = np.ones(len(events), dtype=bool)
@@ -429,7 +433,7 @@ def build_plan(
             inside &= (ts >= since).to_numpy()
         if until is not None:
             inside &= (ts < until).to_numpy()
-        report.outside_range = int((~inside).sum())
+        report.outside_range = int((keep & ~inside).sum())  # of the valid rows
         keep &= inside
     if mapping.dedupe:
         dup = np.zeros(len(events), dtype=bool)
@@ -481,6 +485,7 @@ def _empty_events(mapping: Mapping) -> pd.DataFrame:
     })
     if mapping.dedupe:
         columns[KEY] = pd.Series(dtype=TEXT)
+    columns[VALID] = pd.Series(dtype=bool)
     columns[FILE] = pd.Series(dtype="int64")
     columns[ROW] = pd.Series(dtype="int64")
     return pd.DataFrame(columns)
