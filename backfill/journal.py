@@ -522,7 +522,8 @@ class Journal:
         """Events the server may hold zero or two copies of.
 
         status: "duplicated" (uncertain, then sent again), "missing" (uncertain and skipped),
-        "unresolved" (uncertain and not resent yet, or resent without a final answer).
+        "possibly stored" (uncertain, then rejected when resent), "unresolved" (uncertain and not
+        resent yet, or resent without a final answer).
         """
         rows = self._conn.execute(
             "SELECT event_id, source_file, source_row, timestamp, state, skipped_uncertain FROM events "
@@ -531,7 +532,14 @@ class Journal:
         )
         result = []
         for event_id, source_file, source_row, timestamp, state, skipped in rows:
-            status = "missing" if skipped else "duplicated" if state == "sent" else "unresolved"
+            if skipped:
+                status = "missing"
+            elif state == "sent":
+                status = "duplicated"
+            elif state == "rejected":  # the resend was refused; the first attempt may have been stored
+                status = "possibly stored"
+            else:
+                status = "unresolved"
             result.append(
                 {
                     "event_id": event_id,

@@ -518,3 +518,15 @@ def test_retire_pending_drops_only_never_sent_events_missing_from_the_new_plan(t
     assert (counts["planned"], counts["sent"], counts["rejected"], counts["uncertain"], counts["pending"]) == (4, 1, 1, 1, 1)
     assert [e.event_id for e in journal.next_batch(15, include_uncertain=True)] == ["e2", "e3"]
     journal.close()
+
+
+def test_an_uncertain_event_rejected_when_resent_is_reported_as_possibly_stored(tmp_path):
+    journal = Journal.create(tmp_path / "u.checkpoint", target="t", base_url="http://127.0.0.1:1", fingerprints={}, options={})
+    journal.add_events([PlannedEvent("e0", 0, "{}", "f.csv", 2, "2023-01-01T00:00:00Z")])
+    req = journal.begin_request(["e0"], started_at=1.0)
+    journal.finish_request(req, finished_at=2.0, outcome="timeout", uncertain=["e0"])
+    req = journal.begin_request(["e0"], started_at=3.0)
+    journal.finish_request(req, finished_at=4.0, outcome="201", rejected={"e0": "Entity not found"})
+    [event] = journal.uncertain_events()
+    assert (event["event_id"], event["state"], event["status"]) == ("e0", "rejected", "possibly stored")
+    journal.close()
