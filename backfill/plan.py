@@ -1,7 +1,7 @@
 """Rows -> validated events: the whole planning flow.
 
     read (chunks) -> filter rules -> field rules -> normalize -> invalid rows reported
-                  -> --since/--until -> dedupe (first kept) -> sort oldest first -> event ids
+                  -> --since/--until -> dedupe (first kept) -> sort oldest first (ids on first use)
 
 Every row read ends in exactly one bucket: planned, filtered (by which rule), outside the date
 range, duplicate, or invalid (with its reason). `PlanReport.accounted` checks that.
