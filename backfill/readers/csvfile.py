@@ -57,7 +57,7 @@ def _drop_empty_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     if not candidates.any():
         return frame, 0
     empty = candidates.copy()
-    empty[candidates] = frame.loc[candidates, fields].eq("").all(axis=1)
+    empty[candidates] = frame.loc[candidates, fields].eq("").all(axis=1).to_numpy(dtype=bool)
     return frame[~empty], int(empty.sum())
 
 
