@@ -94,9 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def plan_from_args(args: argparse.Namespace) -> tuple[Mapping, Plan]:
+def plan_from_args(args: argparse.Namespace, *, for_import: bool = False) -> tuple[Mapping, Plan]:
+    """The plan the command line asks for; for an import, with the source-row hashes its stable
+    event ids need."""
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        raise UsageError(f"--since {args.since:%Y-%m-%d %H:%M:%S} is not before --until {args.until:%Y-%m-%d %H:%M:%S}")
     mapping = load_mapping(args.mapping).with_overrides(args.entity_id, dict(args.sets))
-    plan = build_plan(args.inputs, mapping, since=args.since, until=args.until)
+    plan = build_plan(args.inputs, mapping, since=args.since, until=args.until, with_row_hashes=for_import)
     if args.invalid_out:
         write_invalid(plan, args.invalid_out)
     return mapping, plan

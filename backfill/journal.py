@@ -344,22 +344,47 @@ class Journal:
                 added += conn.total_changes - before
         return added
 
-    def retire_pending(self, keep: Iterable[str]) -> int:
-        """After --replan: drop the pending events that are not in the new plan (`keep`), so a
-        corrected mapping never sends the old version too. Events ever sent, rejected, uncertain
-        or in flight stay. Returns how many were dropped."""
+    def replan(self, events: Iterable[PlannedEvent]) -> dict[str, int]:
+        """Bring the plan in line with a new one (--replan), in one transaction:
+
+        - `added`: events not planned before, as pending;
+        - `updated`: pending events (never sent) take the new body, order and source;
+        - `dropped`: pending events not in the new plan are removed;
+        - `changed_after_sending`: events sent, rejected or uncertain whose new body differs; they
+          are never sent again, only counted so the user knows.
+        """
+        rows = ((e.event_id, e.seq, e.body, e.source_file, e.source_row, e.timestamp) for e in events)
         with self._write() as conn:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS keep_ids (event_id TEXT PRIMARY KEY) WITHOUT ROWID")
-            conn.execute("DELETE FROM keep_ids")
-            ids = iter(keep)
-            while chunk := list(islice(ids, ADD_CHUNK)):
-                conn.executemany("INSERT OR IGNORE INTO keep_ids VALUES (?)", [(i,) for i in chunk])
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS new_events (event_id TEXT PRIMARY KEY, seq INTEGER, body TEXT, "
+                "source_file TEXT, source_row INTEGER, timestamp TEXT) WITHOUT ROWID"
+            )
+            conn.execute("DELETE FROM new_events")
+            while chunk := list(islice(rows, ADD_CHUNK)):
+                conn.executemany("INSERT OR IGNORE INTO new_events VALUES (?, ?, ?, ?, ?, ?)", chunk)
+            fresh = "state = 'pending' AND resent_after_uncertain = 0"
+            changed = conn.execute(
+                "SELECT count(*) FROM events e JOIN new_events n USING (event_id) "
+                f"WHERE NOT ({fresh.replace('state', 'e.state').replace('resent', 'e.resent')}) AND e.body <> n.body"
+            ).fetchone()[0]
             dropped = conn.execute(
-                "DELETE FROM events WHERE state = 'pending' AND resent_after_uncertain = 0 "
-                "AND event_id NOT IN (SELECT event_id FROM keep_ids)"
+                f"DELETE FROM events WHERE {fresh} AND event_id NOT IN (SELECT event_id FROM new_events)"
             ).rowcount
-            conn.execute("DELETE FROM keep_ids")
-        return dropped
+            updated = conn.execute(
+                "UPDATE events SET "
+                + ", ".join(
+                    f"{c} = (SELECT n.{c} FROM new_events n WHERE n.event_id = events.event_id)"
+                    for c in ("seq", "body", "source_file", "source_row", "timestamp")
+                )
+                + f" WHERE {fresh} AND event_id IN (SELECT n.event_id FROM new_events n "
+                "WHERE n.event_id = events.event_id AND (n.body <> events.body OR n.seq <> events.seq))"
+            ).rowcount
+            added = conn.execute(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM new_events "
+                "WHERE event_id NOT IN (SELECT event_id FROM events)"
+            ).rowcount
+            conn.execute("DELETE FROM new_events")
+        return {"added": added, "updated": updated, "dropped": dropped, "changed_after_sending": changed}
 
     def next_batch(self, size: int, *, include_uncertain: bool) -> list[PlannedEvent]:
         """The next `size` events to send, lowest seq first: pending ones, and uncertain ones

@@ -31,6 +31,7 @@ from backfill.readers import ROW, get_reader
 FILE = "_file"
 TS = "_ts"
 KEY = "_key"
+ROW_HASH = "_row_hash"
 VALID = "_valid"
 REASON_LIMIT = 20
 
@@ -81,6 +82,7 @@ class Plan:
     events: pd.DataFrame  # TS, "timestamp", "entityId", attribute columns, FILE (index into files), ROW
     report: PlanReport
     keys: pd.Series | None = None  # the dedupe key per event (values joined by \x1f), with dedupe
+    row_hashes: np.ndarray | None = None  # hash of each event's source row, when planned for import
     _ids: pd.Series | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -89,7 +91,7 @@ class Plan:
     def event_ids(self) -> pd.Series:
         """Each event's stable id (computed on first use: a preview does not need them)."""
         if self._ids is None:
-            self._ids = _event_ids(self, self.keys)
+            self._ids = _event_ids(self)
         return self._ids
 
     @property
@@ -298,7 +300,25 @@ def _check_fields(mapping: Mapping, seen: set[str], path: str) -> None:
         raise MappingError(f"{path}: {mapping.path}: {key} reads {name!r}, which the input lacks (it has: {have}){hint}")
 
 
-def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[pd.DataFrame, pd.Series, Counter]:
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's source values (not of the mapping's output), so an event keeps
+    its id when the mapping changes. A sum over the non-empty fields of hash(name, value): the
+    order of columns and fields absent from a row (JSON) do not change it."""
+    total = np.zeros(len(frame), dtype=np.uint64)
+    for name in frame.columns:
+        if name == ROW:
+            continue
+        values = frame[name].astype(TEXT)
+        present = (values.notna() & (values != "")).to_numpy(dtype=bool)
+        if present.any():
+            named = (name + "\x1f" + values[present]).to_numpy(dtype=object)
+            total[present] += pd.util.hash_array(named)
+    return total
+
+
+def map_chunk(
+    mapping: Mapping, frame: pd.DataFrame, file_index: int, *, with_row_hashes: bool = False
+) -> tuple[pd.DataFrame, pd.Series, Counter]:
     """Map one chunk of rows. Returns (events, with VALID False on the invalid rows; their reasons;
     rows skipped per filter rule)."""
     chunk = _Chunk(frame)
@@ -316,6 +336,7 @@ def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[p
         if drop.any():
             skipped[rule.label] += int(drop.sum())
         keep &= ok
+    hashes = row_hashes(frame)[keep.to_numpy()] if with_row_hashes else None
     if not keep.all():
         # only the fields the mapping reads, and the ones already stripped are kept, not redone
         needed = [c for c in frame.columns if c in mapping.fields or c == ROW]
@@ -360,9 +381,12 @@ def map_chunk(mapping: Mapping, frame: pd.DataFrame, file_index: int) -> tuple[p
         out[name] = values
 
     if mapping.dedupe:
-        # the key's values joined by a unit separator: compared as text, hashed only for ids
-        parts = [pa.array(chunk.text(k).fillna("").array, type=pa.string()) for k in mapping.dedupe]
+        # the key's values joined by a unit separator: compared as text, hashed only for ids. A key
+        # with an empty part is null: such a row is never folded into another.
+        parts = [pa.array(chunk.text(k).array, type=pa.string()) for k in mapping.dedupe]
         out[KEY] = pd.Series(pc.binary_join_element_wise(*parts, "\x1f"), index=chunk.frame.index, dtype=TEXT)
+    if hashes is not None:
+        out[ROW_HASH] = hashes
     out[FILE] = file_index
     out[ROW] = chunk.frame[ROW].to_numpy()
     bad = chunk.reason.notna()
@@ -392,6 +416,7 @@ def build_plan(
     *,
     since: pd.Timestamp | None = None,
     until: pd.Timestamp | None = None,
+    with_row_hashes: bool = False,
 ) -> Plan:
     """Read every input through the mapping and return the ordered, deduplicated plan."""
     reader = get_reader(mapping.source.format)
@@ -412,7 +437,7 @@ def build_plan(
                 report.invalid.append(InvalidRow(path, bad.row, chunk.unit, bad.reason, {"text": bad.text} if bad.text else {}))
             if not len(frame):
                 continue
-            events, reasons, skipped = map_chunk(mapping, frame, index)
+            events, reasons, skipped = map_chunk(mapping, frame, index, with_row_hashes=with_row_hashes)
             report.filtered.update(skipped)
             if len(reasons):
                 report.invalid.extend(_invalid_rows(frame, reasons, path, chunk.unit))
@@ -437,12 +462,14 @@ def build_plan(
         keep &= inside
     if mapping.dedupe:
         dup = np.zeros(len(events), dtype=bool)
-        dup[keep] = events[KEY][keep].duplicated(keep="first").to_numpy()
+        keyed = keep & events[KEY].notna().to_numpy()
+        dup[keyed] = events[KEY][keyed].duplicated(keep="first").to_numpy()
         report.duplicates = int(dup.sum())
         keep &= ~dup
     rows = np.flatnonzero(keep)
     order = rows[np.argsort(events[TS].array.asi8[rows], kind="stable")]
     keys = events.pop(KEY).take(order).reset_index(drop=True) if KEY in events.columns else None
+    hashes = events.pop(ROW_HASH).to_numpy()[order] if ROW_HASH in events.columns else None
     columns = {name: events[name] for name in events.columns}
     del events
     events = _take_columns(columns, order)
@@ -454,7 +481,7 @@ def build_plan(
         if name in events.columns:
             events[name] = events[name].astype("category")
     report.planned = len(events)
-    return Plan(mapping, files, events, report, keys)
+    return Plan(mapping, files, events, report, keys, hashes)
 
 
 def _take_columns(columns: dict[str, pd.Series], order: np.ndarray) -> pd.DataFrame:
@@ -485,26 +512,41 @@ def _empty_events(mapping: Mapping) -> pd.DataFrame:
     })
     if mapping.dedupe:
         columns[KEY] = pd.Series(dtype=TEXT)
+    columns[ROW_HASH] = pd.Series(dtype="uint64")
     columns[VALID] = pd.Series(dtype=bool)
     columns[FILE] = pd.Series(dtype="int64")
     columns[ROW] = pd.Series(dtype="int64")
     return pd.DataFrame(columns)
 
 
-def _event_ids(plan: Plan, keys: pd.Series | None) -> pd.Series:
-    """Stable ids: the dedupe key's hash where the mapping has one, else a hash of the event itself
-    (with a counter for identical events, which are then distinct deployments)."""
-    events = plan.events
-    if keys is not None:
-        return "k" + _hex(pd.util.hash_pandas_object(keys.astype(object), index=False))
-    hashes = []
-    for start in range(0, len(events), 30_000):
-        hashes.append(pd.util.hash_pandas_object(plan.bodies(start, start + 30_000).astype(object), index=False).to_numpy())
-    digest = pd.Series(np.concatenate(hashes) if hashes else np.array([], dtype="uint64"), dtype="uint64")
-    ids = "e" + _hex(digest)
+def _event_ids(plan: Plan) -> pd.Series:
+    """Stable ids, the same when the same import is planned again:
+
+    - `k...`: the hash of the dedupe key, where the mapping has one and the row's key is complete;
+    - `r...`: otherwise the hash of the row's source values (planned with row hashes, for import),
+      so a changed mapping does not make an event look new;
+    - `e...`: otherwise (a preview) the hash of the event itself.
+    Identical `r`/`e` hashes get a counter: identical rows are distinct deployments.
+    """
+    n = len(plan.events)
+    if plan.row_hashes is not None:
+        digest = pd.Series(plan.row_hashes, dtype="uint64")
+        prefix = "r"
+    else:
+        hashes = [
+            pd.util.hash_pandas_object(plan.bodies(start, start + 30_000).astype(object), index=False).to_numpy()
+            for start in range(0, n, 30_000)
+        ]
+        digest = pd.Series(np.concatenate(hashes) if hashes else np.array([], dtype="uint64"), dtype="uint64")
+        prefix = "e"
+    ids = prefix + _hex(digest)
     repeat = digest.groupby(digest).cumcount()
     ids[repeat > 0] = ids[repeat > 0] + "-" + repeat[repeat > 0].astype(str)
-    return ids
+    if plan.keys is not None:
+        keyed = plan.keys.notna()
+        if keyed.any():
+            ids[keyed] = "k" + _hex(pd.util.hash_pandas_object(plan.keys[keyed].astype(object), index=False))
+    return ids.astype(TEXT)
 
 
 def _hex(hashes: pd.Series) -> pd.Series:

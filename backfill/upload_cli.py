@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url
-from backfill.errors import AuthError, CheckpointError, ExitStatus, UsageError
+from backfill.errors import AuthError, CheckpointError, ExitStatus, StrictError, UsageError
 from backfill.journal import Journal, PlannedEvent
 from backfill.plan import FILE, ROW, Plan
 from backfill.summary import duration_text, plan_summary
@@ -253,22 +253,29 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "rerun with --replan to add the new events (sent events are never resent), or use a new --checkpoint"
             )
         if changes or not journal.plan_complete:
-            _, plan = plan_from_args(args)
+            _, plan = plan_from_args(args, for_import=True)
             print(plan_summary(plan, batch_size=args.batch_size, limits=args.rate_limits or DEFAULT_LIMITS))
+            if args.strict and plan.report.invalid:
+                journal.close()
+                raise StrictError(f"{len(plan.report.invalid)} invalid rows and --strict is set; nothing was sent")
             journal.set_fingerprints(prints, options)
-            added = journal.add_events(planned_events(plan))
-            dropped = journal.retire_pending(plan.event_ids())
+            change = journal.replan(planned_events(plan))
             journal.set_invalid_count(len(plan.report.invalid))
-            print(f"Replanned: {added} new events added to the checkpoint"
-                  + (f"; {dropped} pending events no longer in the plan dropped (never sent)" if dropped else ""))
+            print(
+                f"Replanned: {change['added']} new events, {change['updated']} pending events updated, "
+                f"{change['dropped']} pending events no longer planned dropped"
+            )
+            if change["changed_after_sending"]:
+                print(
+                    f"Note: {change['changed_after_sending']} events already sent (or rejected, or uncertain) differ "
+                    "in the new plan; they are not sent again (use a new --checkpoint to send a corrected copy)"
+                )
         else:
             print("Resuming the import recorded in the checkpoint (inputs and mapping unchanged).")
     else:
-        _, plan = plan_from_args(args)
+        _, plan = plan_from_args(args, for_import=True)
         print(plan_summary(plan, batch_size=args.batch_size, limits=args.rate_limits or DEFAULT_LIMITS))
         if args.strict and plan.report.invalid:
-            from backfill.errors import StrictError
-
             raise StrictError(f"{len(plan.report.invalid)} invalid rows and --strict is set; nothing was sent")
         if not len(plan):
             print("Nothing to send.")

@@ -195,7 +195,7 @@ def test_changed_input_is_refused_unless_replan_which_adds_only_the_new_events(c
 
     rc, out, _ = cli.import_(sandbox.url, "--yes", "--replan")
     assert rc == ExitStatus.OK
-    assert "1 new events added" in out
+    assert "Replanned: 1 new events, 0 pending events updated, 0 pending events no longer planned dropped" in out
     assert sent_events(sandbox)[:N_PLANNED] == first
     [new] = sent_events(sandbox)[N_PLANNED:]
     assert new["attributes"]["build_id"] == "77" and new["timestamp"] == "2025-01-03T09:05:00Z"
@@ -382,3 +382,32 @@ def test_a_rerun_waits_for_the_windows_used_by_the_previous_run(cli: Cli) -> Non
     with Journal.open(cli.checkpoint, read_only=True) as journal:
         first, second, third = journal.request_times(since=0)
     assert third >= first + 0.5
+
+
+def test_replan_after_a_mapping_change_updates_pending_events_and_never_resends_sent_ones(tmp_path, monkeypatch):
+    """Half an import sent, then the mapping is corrected and --replan: the rest goes out with the
+    correction, the sent half is not sent again - with ids from the dedupe key, and without one
+    (ids from the source rows, so a mapping change does not make sent events look new)."""
+    for dedupe in ("dedupe: [service, build]\n", ""):
+        work = tmp_path / ("keyed" if dedupe else "rows")
+        work.mkdir()
+        csv = work / "d.csv"
+        csv.write_text("service,env,build,finished\n" + "".join(
+            f"pay,prod,{i},2023-01-0{i}T10:00:00Z\n" for i in range(1, 7)
+        ))
+        mapping = work / "m.yaml"
+        base = "entityId: service\ntimestamp: finished\nattributes:\n  build_id: build\n  env: {from: env, lookup: {prod: %s}}\n"
+        mapping.write_text(base % "prod" + dedupe)
+        checkpoint = work / "c.checkpoint"
+        with Sandbox(SandboxConfig()) as box:
+            monkeypatch.setenv("DEVGRID_API_KEY", "sandbox")
+            args = [str(csv), "-m", str(mapping), "--base-url", box.url, "--checkpoint", str(checkpoint), "--yes"]
+            assert main(["import", *args, "--batch-size", "3", "--max-retries", "0", "--until", "2023-01-04"]) == 0
+            mapping.write_text(base % "production" + dedupe)
+            assert main(["import", *args, "--batch-size", "3", "--replan"]) == 0
+            stored = [(e["attributes"]["build_id"], e["attributes"]["env"]) for e in box.stored]
+        assert sorted(stored) == [("1", "prod"), ("2", "prod"), ("3", "prod"),
+                                  ("4", "production"), ("5", "production"), ("6", "production")]
+        with Journal.open(checkpoint, read_only=True) as journal:
+            counts = journal.counts()
+            assert (counts["planned"], counts["sent"], counts["possibly_duplicated"]) == (6, 6, 0)

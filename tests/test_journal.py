@@ -504,22 +504,6 @@ def test_adds_200_000_events_in_reasonable_time(journal: Journal) -> None:
     assert counts["pending"] == 200_000
 
 
-def test_retire_pending_drops_only_never_sent_events_missing_from_the_new_plan(tmp_path):
-    journal = Journal.create(tmp_path / "r.checkpoint", target="t", base_url="http://127.0.0.1:1", fingerprints={}, options={})
-    events = [PlannedEvent(f"e{i}", i, "{}", "f.csv", i + 2, "2023-01-01T00:00:00Z") for i in range(6)]
-    journal.add_events(events)
-    req = journal.begin_request(["e0", "e1"], started_at=1.0)
-    journal.finish_request(req, finished_at=2.0, outcome="201", sent={"e0": "s0"}, rejected={"e1": "bad"})
-    req = journal.begin_request(["e2"], started_at=3.0)
-    journal.finish_request(req, finished_at=4.0, outcome="500", uncertain=["e2"])
-    # the new plan keeps e3 only: e4 and e5 (pending, never sent) go; sent, rejected and uncertain stay
-    assert journal.retire_pending(["e3"]) == 2
-    counts = journal.counts()
-    assert (counts["planned"], counts["sent"], counts["rejected"], counts["uncertain"], counts["pending"]) == (4, 1, 1, 1, 1)
-    assert [e.event_id for e in journal.next_batch(15, include_uncertain=True)] == ["e2", "e3"]
-    journal.close()
-
-
 def test_an_uncertain_event_rejected_when_resent_is_reported_as_possibly_stored(tmp_path):
     journal = Journal.create(tmp_path / "u.checkpoint", target="t", base_url="http://127.0.0.1:1", fingerprints={}, options={})
     journal.add_events([PlannedEvent("e0", 0, "{}", "f.csv", 2, "2023-01-01T00:00:00Z")])
@@ -529,4 +513,23 @@ def test_an_uncertain_event_rejected_when_resent_is_reported_as_possibly_stored(
     journal.finish_request(req, finished_at=4.0, outcome="201", rejected={"e0": "Entity not found"})
     [event] = journal.uncertain_events()
     assert (event["event_id"], event["state"], event["status"]) == ("e0", "rejected", "possibly stored")
+    journal.close()
+
+
+def test_replan_adds_updates_pending_drops_stale_and_counts_changed_sent_events(tmp_path):
+    journal = Journal.create(tmp_path / "p.checkpoint", target="t", base_url="http://127.0.0.1:1", fingerprints={}, options={})
+    old = [PlannedEvent(f"e{i}", i, f'{{"v":{i}}}', "f.csv", i + 2, "2023-01-01T00:00:00Z") for i in range(4)]
+    journal.add_events(old)
+    req = journal.begin_request(["e0"], started_at=1.0)
+    journal.finish_request(req, finished_at=2.0, outcome="201", sent={"e0": "s0"})
+    new = [
+        PlannedEvent("e0", 0, '{"v":"changed"}', "f.csv", 2, "2023-01-01T00:00:00Z"),  # sent: never again
+        PlannedEvent("e1", 1, '{"v":"fixed"}', "f.csv", 3, "2023-01-01T00:00:00Z"),  # pending: updated
+        PlannedEvent("e2", 2, '{"v":2}', "f.csv", 4, "2023-01-01T00:00:00Z"),  # pending, same
+        PlannedEvent("e9", 9, '{"v":9}', "f.csv", 11, "2023-01-01T00:00:00Z"),  # new
+    ]  # e3 (pending) is no longer planned
+    assert journal.replan(new) == {"added": 1, "updated": 1, "dropped": 1, "changed_after_sending": 1}
+    bodies = {e.event_id: e.body for e in journal.next_batch(15, include_uncertain=True)}
+    assert bodies == {"e1": '{"v":"fixed"}', "e2": '{"v":2}', "e9": '{"v":9}'}
+    assert [e["body"] for e in journal.sent_events()] == ['{"v":0}']
     journal.close()

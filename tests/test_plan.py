@@ -227,18 +227,20 @@ def test_dedupe_keeps_the_first_row_across_files(tmp_path):
         "pay,2023-01-05T00:00:00Z,1,other service\n"  # other key
         "web,2023-01-06T00:00:00Z,2,again\n"  # same as a.csv row 3
         "web,2023-01-07T00:00:00Z,,no build\n"
-        "web,2023-01-08T00:00:00Z,,no build either\n"  # empty keys are equal keys too
+        "web,2023-01-08T00:00:00Z,,no build either\n"  # a key with an empty part folds nothing
     )
     plan = plan_of(tmp_path, mapping, ("a.csv", first), ("b.csv", second))
-    assert plan.report.duplicates == 3
+    assert plan.report.duplicates == 2
     assert [(e["entityId"], e["attributes"]["description"]) for e in events_of(plan)] == [
-        ("web", "a"), ("web", "first"), ("pay", "other service"), ("web", "no build"),
+        ("web", "a"), ("web", "first"), ("pay", "other service"), ("web", "no build"), ("web", "no build either"),
     ]
     sources = [plan.source_of(i) for i in range(len(plan))]
     assert sources == [
         (str(tmp_path / "a.csv"), 3), (str(tmp_path / "a.csv"), 2),
-        (str(tmp_path / "b.csv"), 3), (str(tmp_path / "b.csv"), 5),
+        (str(tmp_path / "b.csv"), 3), (str(tmp_path / "b.csv"), 5), (str(tmp_path / "b.csv"), 6),
     ]
+    ids = plan.event_ids()
+    assert ids.is_unique and [i[0] for i in ids] == ["k", "k", "k", "e", "e"]
     check_accounted(plan)
 
 
