@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,9 +29,17 @@ class _Parser(argparse.ArgumentParser):
 
 def _set_pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
-    if not sep or not name:
+    if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name.strip(), value
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"{name.strip()}: empty value; leave the --set out to send no {name.strip()}")
+    return name.strip(), value.strip()
+
+
+def _entity_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty entity id; give the DevGrid entity's UUID or shortId")
+    return text.strip()
 
 
 def _date(text: str) -> pd.Timestamp:
@@ -55,7 +64,7 @@ def _batch_size(text: str) -> int:
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="input files (CSV, JSON, NDJSON, Jenkins or GitLab exports)")
     parser.add_argument("-m", "--mapping", required=True, metavar="YAML", help="the mapping file")
-    parser.add_argument("--entity-id", metavar="ID", help="a constant entityId for every event (overrides the mapping)")
+    parser.add_argument("--entity-id", type=_entity_id, metavar="ID", help="a constant entityId for every event (overrides the mapping)")
     parser.add_argument("--set", dest="sets", action="append", type=_set_pair, default=[], metavar="NAME=VALUE",
                         help="a constant attribute for every event, e.g. --set env=production (repeatable)")
     parser.add_argument("--since", type=_date, metavar="DATE", help="keep only events at or after DATE (UTC)")
@@ -164,8 +173,50 @@ def cmd_check_mapping(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+class _PipeSafe:
+    """stdout that keeps working when its reader goes away (`backfill preview ... | head`): the
+    rest of the output is dropped, the work (files, uploads) and the exit status are not."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        try:  # later writes, and the interpreter's last flush, go to /dev/null
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        self._stream = open(os.devnull, "w", encoding="utf-8")
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    stdout = sys.stdout
+    sys.stdout = _PipeSafe(stdout)
+    try:
+        return _run(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
+
+
+def _run(argv: list[str]) -> int:
     show_traceback = "--traceback" in argv
     try:
         parser = build_parser()
@@ -180,8 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return int(ExitStatus.INTERRUPTED)
-    except BrokenPipeError:
-        return int(ExitStatus.OK)
     except Exception as exc:  # a bug: one line unless --traceback
         if show_traceback:
             raise

@@ -424,11 +424,12 @@ def build_plan(
     parts: list[pd.DataFrame] = []
     files = [str(p) for p in paths]
     for index, path in enumerate(files):
-        rows = 0
+        rows = good = 0
         seen: set[str] = set()
         for chunk in reader(Path(path), mapping.source):
             frame = chunk.frame
             rows += len(frame) + len(chunk.bad) + chunk.empty
+            good += len(frame)
             report.empty += chunk.empty
             seen.update(frame.columns)
             if mapping.source.format == "csv":
@@ -443,7 +444,7 @@ def build_plan(
                 report.invalid.extend(_invalid_rows(frame, reasons, path, chunk.unit))
             parts.append(events)
             _release_memory()
-        if rows and mapping.source.format != "csv":
+        if good and mapping.source.format != "csv":  # rows the reader could not read are reported as such
             _check_fields(mapping, seen, path)
         report.files.append((path, rows))
 

@@ -291,8 +291,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    api_key = read_api_key(args.api_key_file)
     journal = Journal.open(args.checkpoint)
+    try:
+        api_key = read_api_key(args.api_key_file)
+    except AuthError:
+        journal.close()
+        raise
     if not journal.plan_complete:
         journal.close()
         raise CheckpointError(f"{args.checkpoint}: the plan was not stored completely; rerun the original import command")
@@ -428,8 +432,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _write_lines(path: str, rows: Iterator[dict]) -> int:
     n = 0
-    with open(path, "w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
     return n

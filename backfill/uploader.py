@@ -22,6 +22,7 @@ from backfill.journal import Journal, PlannedEvent
 from backfill.throttle import SLEEP_STEP, RateLimit, Throttle
 
 RESEND = "resend"
+RECOVER_AFTER = 100  # answered requests without a 429 before a slowed limiter is restored
 SKIP = "skip"
 
 
@@ -89,6 +90,8 @@ class Uploader:
         self.journal = journal
         self.client = client
         self.throttle = throttle
+        self._configured_limits = throttle.limits  # what a run slowed by 429s returns to
+        self._calm = 0  # answers since the last 429
         self.options = options
         self.clock = clock
         self.sleep = sleep
@@ -134,6 +137,7 @@ class Uploader:
             # Interrupted (Ctrl-C) or a bug while the request was out: the server may have it.
             self.throttle.record(self.clock())
             self.journal.finish_request(request_no, finished_at=self.clock(), outcome="interrupted", uncertain=ids)
+            self.result.events["uncertain"] += len(ids)
             raise
         # The server counted the request at some moment between the write-ahead and now. Counting it
         # at the latest possible moment keeps the server's windows within the limits whatever the
@@ -171,6 +175,7 @@ class Uploader:
             sent, rejected, uncertain = match_created(batch, outcome)
             self._finish(request_no, outcome, sent=sent, rejected=rejected, uncertain=uncertain)
             self._failures = self._throttled = 0
+            self._recover()
         elif kind == api.INVALID:
             self._failures = 0
             self._invalid(request_no, batch, outcome)
@@ -221,9 +226,22 @@ class Uploader:
     def _backoff(self, attempt: int) -> float:
         return self.jitter() * min(self.options.backoff_cap, self.options.backoff_base * 2**attempt)
 
+    def _recover(self) -> None:
+        """After RECOVER_AFTER answers without a 429, a limiter slowed by 429s is back to the
+        configured limits: a passing burst of 429s does not slow a 44-hour import for good."""
+        self._calm += 1
+        if self._calm >= RECOVER_AFTER and self.throttle.limits != self._configured_limits:
+            blocked = self.throttle.blocked_until
+            self.throttle = Throttle(
+                self._configured_limits, clock=self.clock, sleep=self.sleep, history=self.throttle.recent_times()
+            )
+            self.throttle.block_until(blocked)
+            self.progress.note(f"no 429 for {self._calm} requests: back to {', '.join(map(str, self._configured_limits))}")
+
     def _rate_limited(self, outcome: Outcome) -> None:
         self.result.rate_limited += 1
         self._throttled += 1
+        self._calm = 0
         delay = self._backoff(self._throttled)
         if outcome.retry_after is not None:
             delay = max(delay, outcome.retry_after)

@@ -316,3 +316,39 @@ def test_only_the_first_20_invalid_rows_are_listed(run_cli, write, tmp_path):
     listed = re.findall(rf"^  {re.escape(str(data))} row (\d+): ", out, flags=re.M)
     assert listed == [str(n) for n in range(2, 22)]
     assert len(invalid.read_text(encoding="utf-8").splitlines()) == 25  # the file has them all
+
+
+def test_a_reader_that_stops_early_changes_neither_the_work_nor_the_exit_code(tmp_path):
+    """`backfill preview ... | head -2`: the output file is still written whole and --strict
+    still fails, although stdout went away."""
+    out = tmp_path / "p.jsonl"
+    shell = (
+        f"{sys.executable} -m backfill preview {S} -m {M} --strict --show 3 --out {out} | head -2 > /dev/null;"
+        " echo ${PIPESTATUS[0]}"
+    )
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.stdout.strip() == str(int(ExitStatus.INVALID_ROWS))
+    assert "Traceback" not in done.stderr
+    assert len(out.read_text().splitlines()) == 2  # 21 events in requests of 15 and 6
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (("--entity-id", " "), "argument --entity-id: empty entity id"),
+        (("--set", "env="), "argument --set: env: empty value"),
+        (("--since", "2024-01-01", "--until", "2023-01-01"), "--since 2024-01-01 00:00:00 is not before --until"),
+    ],
+)
+def test_empty_overrides_and_an_empty_date_range_are_usage_errors(run_cli, option, message):
+    code, out, err = run_cli("preview", S, "-m", M, *option)
+    assert code == ExitStatus.USAGE
+    assert message in err and err.count("\n") == 1
+
+
+def test_set_values_are_stripped(run_cli, tmp_path):
+    out = tmp_path / "p.jsonl"
+    code, _, _ = run_cli("preview", S, "-m", M, "--set", "initiator=  bob ", "--out", out, "--show", "0")
+    assert code == ExitStatus.OK
+    first = json.loads(out.read_text().splitlines()[0])["events"][0]
+    assert first["attributes"]["initiator"] == "bob"

@@ -411,3 +411,18 @@ def test_replan_after_a_mapping_change_updates_pending_events_and_never_resends_
         with Journal.open(checkpoint, read_only=True) as journal:
             counts = journal.counts()
             assert (counts["planned"], counts["sent"], counts["possibly_duplicated"]) == (6, 6, 0)
+
+
+def test_status_manifests_into_a_path_that_cannot_be_written_are_one_line_errors(cli: Cli, sandbox: Sandbox) -> None:
+    assert cli.import_(sandbox.url, "--yes")[0] == ExitStatus.OK
+    for option, target in (("--sent", cli.dir / "no" / "such" / "dir.jsonl"), ("--rejected", cli.dir)):
+        rc, _, err = cli("status", cli.checkpoint, option, target)
+        assert rc == ExitStatus.USAGE
+        assert "cannot write" in err and err.count("\n") == 1
+
+
+def test_resume_of_a_missing_checkpoint_says_so_before_asking_for_a_key(cli: Cli, monkeypatch) -> None:
+    monkeypatch.delenv("DEVGRID_API_KEY", raising=False)
+    rc, _, err = cli("resume", cli.dir / "nothing.checkpoint")
+    assert rc == ExitStatus.BAD_INPUT
+    assert "not found" in err

@@ -911,3 +911,15 @@ def test_limit_names_in_wait_messages(limit, text):
     from backfill.uploader import limit_name
 
     assert limit_name(limit) == text
+
+
+def test_a_limiter_slowed_by_429s_returns_to_the_configured_limits_after_calm_answers(h: Harness) -> None:
+    from backfill.uploader import RECOVER_AFTER
+
+    h.create(15 * (RECOVER_AFTER + 1))
+    api = FakeApi(h.clock, script=[answer(429, None, {"Retry-After": "1"})])
+    uploader = h.uploader(api)
+    configured = uploader.throttle.limits
+    uploader.run()
+    assert len(api.sizes) == RECOVER_AFTER + 2  # the 429, then every batch once
+    assert uploader.throttle.limits == configured  # 100 answers without a 429 restored the limits
