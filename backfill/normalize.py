@@ -43,10 +43,25 @@ def map_values(values: pd.Series, table: dict[str, str]) -> pd.Series:
 
 
 _EPOCH = r"-?[0-9]+(?:\.[0-9]+)?"
-_AWARE = r"[T ][0-9].*(?:Z|z|[+-][0-9]{2}:?[0-9]{2})$"
-_SPACE_BEFORE_OFFSET = r"[ \t]+([+-][0-9]{2}:?[0-9]{2})$"
+# A time with a zone: Z, +HH:MM or +HHMM; or an hour-only offset after a time, as psql prints
+# timestamptz ("2023-04-10 06:51:47+02", "...47.5-05"), which needs a time before it so that a
+# naive "2023-04-10 06-05" is not taken for one.
+_AWARE = (
+    r"[Tt ][0-9].*(?:Z|z|[+-][0-9]{2}:?[0-9]{2})$"
+    r"|[Tt ][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?[ \t]*[+-][0-9]{2}$"
+)
+_SPACED_OFFSET = r"[ \t][+-][0-9]{2}(?::?[0-9]{2})?$"
+_SPACE_BEFORE_OFFSET = r"[ \t]+([+-][0-9]{2}(?::?[0-9]{2})?)$"
+_HOUR_OFFSET = r"[+-][0-9]{2}$"
+_ISO_DATE = r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
+# <text in the format> followed by Z or an offset (+HH:MM, +HHMM, +HH), a space or none between
+_TRAILING_OFFSET = r"^(.*?)[ \t]*(?:([Zz])|([+-])([0-9]{2})(?::?([0-9]{2}))?)$"
 MS_THRESHOLD = 100_000_000_000  # epoch numbers at or above this are milliseconds (1e11 s is year 5138)
 EPOCH_MIN, EPOCH_MAX = -2_208_988_800, 7_258_118_399  # epoch seconds of 1900-01-01 and 2199-12-31T23:59:59
+# Epoch numbers told by magnitude (no unit) before this are more likely something else (20230410 is
+# a date, not 1970-08-23): a reason, not a silent 1970s time.
+EPOCH_GUESS_MIN = 631_152_000  # 1990-01-01T00:00:00Z
+_TEXT_MIN, _TEXT_END = pd.Timestamp("1900-01-01", tz="UTC"), pd.Timestamp("2200-01-01", tz="UTC")
 
 
 def _empty_like(values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -70,9 +85,11 @@ def parse_datetimes(
 ) -> tuple[pd.Series, pd.Series]:
     """Parse text date-times to UTC (second precision).
 
-    Accepted: ISO 8601 with Z or an offset; naive date-times, read in `timezone` (a time that does
-    not exist or is ambiguous there because of a DST change is invalid, never shifted); epoch
-    seconds or milliseconds (by `unit`, else by magnitude); or text in the strptime `fmt`.
+    Accepted: ISO 8601 with Z or an offset (+HH:MM, +HHMM, +HH); naive date-times, read in
+    `timezone` (a time that does not exist or is ambiguous there because of a DST change is
+    invalid, never shifted); epoch seconds or milliseconds (by `unit`, else by magnitude, and then
+    only from 1990 on); or text in the strptime `fmt`. With `fmt`, a value that does not match it
+    is still read if it is ISO 8601, or the format's text followed by Z or an offset.
     """
     out, why = _empty_like(values)
     present = values.dropna()
@@ -87,60 +104,173 @@ def parse_datetimes(
         is_number = pd.Series(False, index=present.index)
     numbers = present[is_number]
     if len(numbers):
-        num = pd.to_numeric(numbers, errors="coerce").astype("float64")
-        millis = (num.abs() >= MS_THRESHOLD) if unit is None else pd.Series(unit == "ms", index=num.index)
-        seconds = np.floor(num.where(~millis, num / 1000))
-        # far outside any deployment history (and pandas' range): a reason, not an overflow error
-        in_range = seconds.between(EPOCH_MIN, EPOCH_MAX)
-        good = seconds[in_range]
-        if len(good):
-            out[good.index] = pd.to_datetime(good.to_numpy(dtype="int64"), unit="s", utc=True)
-        if not in_range.all():
-            far = numbers[~in_range]
-            why[far.index] = _why(
-                far, f"{label}: epoch number", " is outside the years 1900-2199; check the unit (s or ms)"
-            )
+        _parse_epochs(numbers, unit, label, out, why)
     text = present[~is_number]
     if unit and len(text):
         why[text.index] = _why(text, f"{label}: expected epoch {'milliseconds' if unit == 'ms' else 'seconds'}, got", "")
         text = text.iloc[0:0]
     if len(text):
         if fmt:
-            # with an offset in the format, rows may differ in offset (summer/winter): convert to UTC
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc="%z" in fmt or "%Z" in fmt)
+            _parse_with_format(text, fmt, timezone, label, out, why)
             hint = f" (format {fmt!r})"
         else:
-            parsed = None
+            _parse_automatic(text, timezone, label, out, why)
             hint = "; give timestamp format: in the mapping (e.g. \"%d.%m.%Y %H:%M\")"
-        if parsed is not None and getattr(parsed.dt, "tz", None) is not None:
-            aware = parsed.dt.tz_convert("UTC")
-            out[aware.index] = aware.dt.floor("s")
-        elif parsed is not None:
-            _localize(parsed, text, timezone, label, out, why)
-        else:
-            cleaned = text
-            has_zone = text.str.contains(_AWARE, regex=True)
-            if has_zone.any():
-                zoned = text[has_zone]
-                spaced = zoned.str.contains(r"[ \t][+-][0-9]{2}:?[0-9]{2}$", regex=True)
-                if spaced.any():  # rare: "2021-04-28 21:50:00 +0200"; replace() with a group is per-row Python
-                    cleaned = text.copy()
-                    fixed = zoned[spaced]
-                    cleaned[fixed.index] = fixed.str.replace(_SPACE_BEFORE_OFFSET, r"\1", regex=True)
-                aware = pd.to_datetime(cleaned[has_zone], utc=True, format="ISO8601", errors="coerce")
-                if aware.isna().any():  # lower-case t / z (RFC 3339 allows them); only the few that failed
-                    retry = cleaned[has_zone][aware.isna()].str.upper()
-                    aware[retry.index] = pd.to_datetime(retry, utc=True, format="ISO8601", errors="coerce")
-                out[aware.index] = aware.dt.floor("s")
-            naive = cleaned[~has_zone]
-            if len(naive):
-                parsed_naive = pd.to_datetime(naive, format="ISO8601", errors="coerce")
-                _localize(parsed_naive, naive, timezone, label, out, why)
-        unreadable = out[text.index].isna() & why[text.index].isna()
+        times = out[text.index]
+        unreadable = times.isna() & why[text.index].isna()
         if unreadable.any():
             bad = text[unreadable]
             why[bad.index] = _why(bad, f"{label}: cannot read", f" as a date-time{hint}")
+        far = (times < _TEXT_MIN) | (times >= _TEXT_END)  # as for epoch numbers; and 10000 has 5 digits
+        if far.any():
+            out[far[far].index] = pd.NaT
+            why[far[far].index] = _why(text[far], f"{label}:", " is outside the years 1900-2199")
     return out, why
+
+
+def _parse_epochs(numbers: pd.Series, unit: str | None, label: str, out: pd.Series, why: pd.Series) -> None:
+    num = pd.to_numeric(numbers, errors="coerce").astype("float64")
+    millis = (num.abs() >= MS_THRESHOLD) if unit is None else pd.Series(unit == "ms", index=num.index)
+    seconds = np.floor(num.where(~millis, num / 1000))
+    # far outside any deployment history (and pandas' range): a reason, not an overflow error
+    in_range = seconds.between(EPOCH_MIN, EPOCH_MAX)
+    early = in_range & (seconds < EPOCH_GUESS_MIN) if unit is None else pd.Series(False, index=num.index)
+    good = seconds[in_range & ~early]
+    if len(good):
+        out[good.index] = pd.to_datetime(good.to_numpy(dtype="int64"), unit="s", utc=True)
+    if not in_range.all():
+        far = numbers[~in_range]
+        why[far.index] = _why(
+            far, f"{label}: epoch number", " is outside the years 1900-2199; check the unit (s or ms)"
+        )
+    if early.any():
+        _early_epochs(numbers[early], millis[early], label, why)
+
+
+def _early_epochs(numbers: pd.Series, millis: pd.Series, label: str, why: pd.Series) -> None:
+    """Reasons for numbers that would be epoch times before 1990 (only the few rows concerned)."""
+    date = numbers.str.fullmatch(r"[0-9]{8}")  # 20230410
+    stamp = numbers.str.fullmatch(r"[0-9]{12}")  # 202304100651 (taken for milliseconds by its size)
+    if date.any():
+        date[date] = _to_datetime(numbers[date], format="%Y%m%d").notna()
+    if stamp.any():
+        stamp[stamp] = _to_datetime(numbers[stamp], format="%Y%m%d%H%M").notna()
+    other = ~date & ~stamp
+    if date.any():
+        why[date[date].index] = _why(
+            numbers[date], f"{label}:", " looks like a date, not epoch seconds; give format: \"%Y%m%d\" (or unit: s)"
+        )
+    if stamp.any():
+        why[stamp[stamp].index] = _why(
+            numbers[stamp], f"{label}:",
+            " looks like a date and time, not epoch milliseconds; give format: \"%Y%m%d%H%M\" (or unit: ms)",
+        )
+    if other.any():
+        for is_ms, name, short in ((False, "seconds", "s"), (True, "milliseconds", "ms")):
+            rows = other & (millis == is_ms)
+            if rows.any():
+                why[rows[rows].index] = _why(
+                    numbers[rows], f"{label}: epoch number",
+                    f" would be before 1990 as epoch {name}; give unit: {short} if that is right, "
+                    "or a format: if it is not epoch time",
+                )
+
+
+def _to_datetime(text: pd.Series, *, utc: bool = False, **options) -> pd.Series:
+    """pd.to_datetime(errors="coerce") at second precision (fractions cut) that never raises.
+
+    When pandas rejects a group as a whole (mixed zones, a value its parser chokes on), the group
+    is halved until the values at fault are found, and those become NaT (so the caller reports
+    them as unreadable). Without `utc`, a value pandas reads as zone-aware is NaT too: the naive
+    paths must not see one.
+    """
+    dtype = UTC_DTYPE if utc else "datetime64[s]"
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", utc=utc, **options)
+        if not (isinstance(parsed, pd.Series) and pd.api.types.is_datetime64_any_dtype(parsed.dtype)):
+            raise TypeError("not one datetime column")  # older pandas: mixed zones give objects
+        if (parsed.dt.tz is not None) != utc:
+            return pd.Series(pd.NaT, index=text.index, dtype=dtype)  # zone-aware where naive was asked
+        # one resolution for every group (pandas picks one per call); floor, not truncate, before 1970
+        return parsed.dt.floor("s").astype(dtype)
+    except Exception:  # noqa: BLE001 - any failure of pandas' parser is unreadable input, not a crash
+        if len(text) <= 1:
+            return pd.Series(pd.NaT, index=text.index, dtype=dtype)
+    middle = len(text) // 2
+    halves = (text.iloc[:middle], text.iloc[middle:])
+    return pd.concat([_to_datetime(half, utc=utc, **options) for half in halves])
+
+
+def _parse_automatic(text: pd.Series, timezone: str, label: str, out: pd.Series, why: pd.Series) -> None:
+    """ISO 8601 with a zone to UTC; naive ISO date-times read in `timezone`."""
+    has_zone = text.str.contains(_AWARE, regex=True)
+    if has_zone.any():
+        zoned = text[has_zone]
+        odd = ~zoned.str.endswith("Z")  # the common case, cheaply; the patterns only for the rest
+        if odd.any():  # "2021-04-28 21:50:00 +0200"; psql's "2021-04-28 21:50:00+02" (every row of such a column)
+            fixed = zoned[odd]
+            spaced = fixed.str.contains(_SPACED_OFFSET, regex=True)
+            hour_only = fixed.str.contains(_HOUR_OFFSET, regex=True)  # before or after the space: same answer
+            if spaced.any():  # rare; replace() with a group may be per-row Python
+                fixed = fixed.where(~spaced, fixed[spaced].str.replace(_SPACE_BEFORE_OFFSET, r"\1", regex=True))
+            if hour_only.any():  # +02 is +02:00 (older pandas reject the hour alone)
+                fixed = fixed.where(~hour_only, fixed + ":00")
+            if spaced.any() or hour_only.any():
+                zoned = pd.concat([zoned[~odd], fixed])  # order does not matter: results go back by index
+        aware = _to_datetime(zoned, utc=True, format="ISO8601")
+        if aware.isna().any():  # lower-case t / z (RFC 3339 allows them); only the few that failed
+            retry = zoned[aware.isna()].str.upper()
+            aware[retry.index] = _to_datetime(retry, utc=True, format="ISO8601")
+        out[aware.index] = aware
+    naive = text[~has_zone]
+    if len(naive):
+        parsed_naive = _to_datetime(naive, format="ISO8601")
+        _localize(parsed_naive, naive, timezone, label, out, why)
+
+
+def _parse_with_format(
+    text: pd.Series, fmt: str, timezone: str, label: str, out: pd.Series, why: pd.Series
+) -> None:
+    """Text in the strptime `fmt`; the values that do not match it are retried as ISO 8601 (any
+    zone) and as the format's text followed by Z or an offset (how a DST-ambiguous local time is
+    made exact)."""
+    # with an offset in the format, rows may differ in offset (summer/winter): convert to UTC
+    zoned_format = "%z" in fmt or "%Z" in fmt
+    parsed = _to_datetime(text, format=fmt, utc=zoned_format)
+    if zoned_format:
+        ok = parsed.dropna()
+        out[ok.index] = ok
+    else:
+        _localize(parsed, text, timezone, label, out, why)
+    failed = text[parsed.isna()]
+    if failed.empty:
+        return
+    iso = failed.str.contains(_ISO_DATE, regex=True)
+    if iso.any():
+        _parse_automatic(failed[iso], timezone, label, out, why)
+    rest = failed[~iso]
+    if len(rest) and not zoned_format:
+        _parse_format_with_offset(rest, fmt, out)
+
+
+def _parse_format_with_offset(text: pd.Series, fmt: str, out: pd.Series) -> None:
+    """`<text in fmt> +HH:MM` (or +HHMM, +HH, Z): the part before the offset read with the format,
+    then the offset applied. Only for the few values that did not match the format alone."""
+    parts = text.astype(object).str.extract(_TRAILING_OFFSET)
+    found = parts[0].notna()
+    if not found.any():
+        return
+    parts = parts[found]
+    base = _to_datetime(parts[0], format=fmt)
+    hours = pd.to_numeric(parts[3], errors="coerce").fillna(0)
+    minutes = pd.to_numeric(parts[4], errors="coerce").fillna(0)
+    sign = np.where(parts[2] == "-", -1, 1)
+    offset = pd.to_timedelta(sign * (hours * 60 + minutes), unit="min")
+    valid = base.notna() & (hours <= 23) & (minutes <= 59)
+    if not valid.any():
+        return
+    utc = (base[valid] - offset[valid]).dt.tz_localize("UTC")
+    out[utc.index] = utc
 
 
 def _localize(
@@ -151,7 +281,7 @@ def _localize(
     if ok.empty:
         return
     local = ok.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-    out[local.index] = local.dt.tz_convert("UTC").dt.floor("s")
+    out[local.index] = local.dt.tz_convert("UTC")
     lost = local.isna()
     if lost.any():
         lost_values = ok[lost]

@@ -19,6 +19,11 @@ def parse_one(text: str | None, **options) -> tuple[str | None, str | None]:
     return (None if pd.isna(out) else out), (None if pd.isna(reason) else reason)
 
 
+def utc_texts(times: pd.Series) -> list[str | None]:
+    """format_utc of a column as a list, missing as None."""
+    return [None if pd.isna(v) else v for v in format_utc(times)]
+
+
 def epoch_utc(seconds: int) -> str:
     """The expected text computed by the standard library, independently of pandas."""
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -143,10 +148,12 @@ def test_one_bad_value_does_not_touch_its_neighbours():
         ("1681109507000", None, epoch_utc(1681109507)),  # milliseconds by magnitude
         ("1681109507999", None, epoch_utc(1681109507)),  # milliseconds are cut, not rounded
         ("1681109507.75", None, epoch_utc(1681109507)),
-        ("0", None, "1970-01-01T00:00:00Z"),
-        ("86400", None, "1970-01-02T00:00:00Z"),
+        ("0", "s", "1970-01-01T00:00:00Z"),  # before 1990 only with the unit given (see below)
+        ("86400", "s", "1970-01-02T00:00:00Z"),
+        ("631152000", None, "1990-01-01T00:00:00Z"),  # the first second read by magnitude
         ("4102444800", None, epoch_utc(4102444800)),  # 2100: still seconds
-        ("-86400", None, "1969-12-31T00:00:00Z"),
+        ("-86400", "s", "1969-12-31T00:00:00Z"),
+        ("20230410", "s", "1970-08-23T03:33:30Z"),  # the unit given: as asked, even if it looks like a date
         ("1681109507", "s", epoch_utc(1681109507)),
         ("1681109507000", "ms", epoch_utc(1681109507)),
         ("1681109507", "ms", epoch_utc(1681109)),  # the unit wins over the magnitude
@@ -199,7 +206,11 @@ def test_mixed_offsets_with_a_format_parse_together():
 @pytest.mark.parametrize(
     ("text", "options", "reason"),
     [
-        ("2023-04-10", {"fmt": "%d.%m.%Y"}, "timestamp: cannot read '2023-04-10' as a date-time (format '%d.%m.%Y')"),
+        ("10/04/2023", {"fmt": "%d.%m.%Y"}, "timestamp: cannot read '10/04/2023' as a date-time (format '%d.%m.%Y')"),
+        ("31.10.2021 02:30 +25:00", {"fmt": "%d.%m.%Y %H:%M"},
+         "timestamp: cannot read '31.10.2021 02:30 +25:00' as a date-time (format '%d.%m.%Y %H:%M')"),
+        ("2023-02-30T10:00:00+02:00", {"fmt": "%d.%m.%Y %H:%M"},
+         "timestamp: cannot read '2023-02-30T10:00:00+02:00' as a date-time (format '%d.%m.%Y %H:%M')"),
         ("04/10/2023 06:51", {}, "timestamp: cannot read '04/10/2023 06:51' as a date-time; "
                                  "give timestamp format: in the mapping (e.g. \"%d.%m.%Y %H:%M\")"),
         ("yesterday", {"label": "attributes.deployment_start_time"},
@@ -226,6 +237,164 @@ def test_format_utc():
     assert out.iloc[0] == "2024-02-29T23:59:59Z"
     assert pd.isna(out.iloc[1])
     assert out.iloc[2] == "2001-01-01T00:00:00Z"
+
+
+# --- hour-only offsets (psql's timestamptz) ---------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2023-04-10 06:51:47+02", "2023-04-10T04:51:47Z"),  # +02 is +02:00
+        ("2023-04-10 06:51:47-05", "2023-04-10T11:51:47Z"),
+        ("2023-04-10T06:51:47+02", "2023-04-10T04:51:47Z"),
+        ("2023-04-10 06:51:47.123456+02", "2023-04-10T04:51:47Z"),  # psql with fractions
+        ("2023-04-10 06:51+02", "2023-04-10T04:51:00Z"),
+        ("2023-04-10 06:51:47 +02", "2023-04-10T04:51:47Z"),  # a space before it
+        ("2023-10-29 02:30:00+01", "2023-10-29T01:30:00Z"),  # the second 02:30 in Berlin: exact with its offset
+        ("2023-04-10 06:51:47+00", "2023-04-10T06:51:47Z"),
+    ],
+)
+def test_hour_only_offsets_as_psql_prints_them(text, expected):
+    assert parse_one(text, timezone="Europe/Berlin") == (expected, None)
+
+
+def test_hour_only_offsets_mixed_with_naive_times_and_others():
+    # all of them in one column used to stop the run ("Mixed timezones detected" / "Already tz-aware")
+    values = pd.Series(
+        ["2023-04-10 06:51:47+02", "2023-04-10 06:51:47", "2023-01-10 06:51:47-05", "2023-04-10T06:51:47Z",
+         "2023-04-10 06:51:47+0530", "2023-04-10 06-05"],
+        dtype=object,
+    )
+    times, why = parse_datetimes(values, timezone="Europe/Berlin")
+    assert utc_texts(times)[:5] == [
+        "2023-04-10T04:51:47Z", "2023-04-10T04:51:47Z", "2023-01-10T11:51:47Z", "2023-04-10T06:51:47Z",
+        "2023-04-10T01:21:47Z",
+    ]
+    assert why.isna().tolist() == [True] * 5 + [False]
+    assert why.iloc[5].startswith("timestamp: cannot read '2023-04-10 06-05' as a date-time")  # not an offset
+
+
+def test_a_group_pandas_refuses_never_escapes(monkeypatch):
+    """Whatever pandas raises on a group, the values at fault become unreadable rows; the others
+    are still read."""
+    real = pd.to_datetime
+
+    def fussy(values, *args, **kwargs):
+        if any(v == "2023-04-10 07:00:00" for v in values):
+            raise ValueError("pandas had a bad day")
+        return real(values, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "to_datetime", fussy)
+    values = pd.Series(
+        ["2023-04-10 06:00:00", "2023-04-10 07:00:00", "2023-04-10 08:00:00", "2023-04-10T09:00:00+02",
+         "2023-04-10 10:00:00"],
+        dtype=object,
+    )
+    times, why = parse_datetimes(values)
+    assert utc_texts(times) == [
+        "2023-04-10T06:00:00Z", None, "2023-04-10T08:00:00Z", "2023-04-10T07:00:00Z", "2023-04-10T10:00:00Z"
+    ]
+    assert why.tolist()[1] == (
+        "timestamp: cannot read '2023-04-10 07:00:00' as a date-time; "
+        "give timestamp format: in the mapping (e.g. \"%d.%m.%Y %H:%M\")"
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["2023-04-10T06:51:47+02:00:00", "2023-04-10T06:51:47+25:00", "2023-04-10T06:51:47 UTC", "2023-13-45 06:51+02"]
+)
+def test_odd_zones_are_unreadable_rows(text):
+    times, why = parse_datetimes(pd.Series([text, "2023-04-10 06:51:47"], dtype=object), timezone="Europe/Berlin")
+    assert utc_texts(times) == [None, "2023-04-10T04:51:47Z"]
+    assert why.iloc[0].startswith(f"timestamp: cannot read '{text}' as a date-time")
+
+
+@pytest.mark.parametrize("text", ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59-14:00", "1899-12-31 23:00", "2200-01-01"])
+def test_text_times_outside_the_years_1900_2199_are_reasons(text):
+    # as for epoch numbers; year 10000 could not even be written in four digits
+    assert parse_one(text) == (None, f"timestamp: '{text}' is outside the years 1900-2199")
+
+
+# --- with a format: values with an offset, and ISO 8601, still read ------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("31.10.2021 02:30 +02:00", "2021-10-31T00:30:00Z"),  # the first 02:30 (CEST)
+        ("31.10.2021 02:30 +01:00", "2021-10-31T01:30:00Z"),  # the second 02:30 (CET)
+        ("31.10.2021 02:30+0100", "2021-10-31T01:30:00Z"),
+        ("31.10.2021 02:30 +01", "2021-10-31T01:30:00Z"),
+        ("31.10.2021 02:30Z", "2021-10-31T02:30:00Z"),
+        ("31.10.2021 02:30 -05:30", "2021-10-31T08:00:00Z"),
+        ("2021-10-31T02:30:00+02:00", "2021-10-31T00:30:00Z"),  # ISO 8601 with an offset
+        ("2021-10-31T02:30:00Z", "2021-10-31T02:30:00Z"),
+        ("2021-10-31 02:30:00+01", "2021-10-31T01:30:00Z"),
+        ("2021-10-31 03:30", "2021-10-31T02:30:00Z"),  # naive ISO: in the mapping's zone (CET)
+        ("31.10.2021 03:30", "2021-10-31T02:30:00Z"),  # the format itself, as before
+    ],
+)
+def test_format_values_with_an_offset_or_in_iso(text, expected):
+    # the README's advice for a DST-ambiguous row ("give it with its offset") works with a format
+    assert parse_one(text, fmt="%d.%m.%Y %H:%M", timezone="Europe/Berlin") == (expected, None)
+
+
+def test_format_column_mixing_the_format_offsets_and_iso():
+    values = pd.Series(
+        ["31.10.2021 01:30", "31.10.2021 02:30", "31.10.2021 02:30 +02:00", "31.10.2021 02:30 +01:00",
+         "2021-10-31T02:30:00+01:00", "31.10.2021 04:30", None, "31.10.2021 02:30 +0200x"],
+        dtype=object,
+    )
+    times, why = parse_datetimes(values, fmt="%d.%m.%Y %H:%M", timezone="Europe/Berlin")
+    assert utc_texts(times) == [
+        "2021-10-30T23:30:00Z", None, "2021-10-31T00:30:00Z", "2021-10-31T01:30:00Z", "2021-10-31T01:30:00Z",
+        "2021-10-31T03:30:00Z", None, None,
+    ]
+    assert why.iloc[1].startswith("timestamp: '31.10.2021 02:30' is ambiguous in Europe/Berlin")
+    assert why.iloc[7] == "timestamp: cannot read '31.10.2021 02:30 +0200x' as a date-time (format '%d.%m.%Y %H:%M')"
+    assert why.notna().tolist() == [False, True, False, False, False, False, False, True]
+
+
+# --- all-digit values that are not epoch times ----------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("20230410", "timestamp: '20230410' looks like a date, not epoch seconds; give format: \"%Y%m%d\" (or unit: s)"),
+        ("19991231", "timestamp: '19991231' looks like a date, not epoch seconds; give format: \"%Y%m%d\" (or unit: s)"),
+        ("202304100651", "timestamp: '202304100651' looks like a date and time, not epoch milliseconds; "
+                         "give format: \"%Y%m%d%H%M\" (or unit: ms)"),
+        ("20231345", "timestamp: epoch number '20231345' would be before 1990 as epoch seconds; "  # no date
+                     "give unit: s if that is right, or a format: if it is not epoch time"),
+        ("0", "timestamp: epoch number '0' would be before 1990 as epoch seconds; "
+              "give unit: s if that is right, or a format: if it is not epoch time"),
+        ("-86400", "timestamp: epoch number '-86400' would be before 1990 as epoch seconds; "
+                   "give unit: s if that is right, or a format: if it is not epoch time"),
+        ("631151999", "timestamp: epoch number '631151999' would be before 1990 as epoch seconds; "
+                      "give unit: s if that is right, or a format: if it is not epoch time"),
+        ("100000000000", "timestamp: epoch number '100000000000' would be before 1990 as epoch milliseconds; "
+                         "give unit: ms if that is right, or a format: if it is not epoch time"),
+    ],
+)
+def test_epoch_by_magnitude_before_1990_is_a_reason(text, reason):
+    # 20230410 used to become 1970-08-23 without a word
+    assert parse_one(text) == (None, reason)
+
+
+def test_numbers_that_look_like_dates_read_with_their_format():
+    assert parse_one("20230410", fmt="%Y%m%d", timezone="Europe/Berlin") == ("2023-04-09T22:00:00Z", None)
+
+
+def test_hour_only_offsets_end_to_end(tmp_path, write, run_cli):
+    # the psql timestamptz column that used to end in "Internal error"
+    data = write(tmp_path, "in.csv", "service,finished_at\nweb,2023-04-10 06:51:47+02\nweb,2023-04-11 06:51:47\n")
+    mapping = write(
+        tmp_path, "m.yaml",
+        "source: {format: csv, timezone: Europe/Berlin}\nentityId: service\ntimestamp: finished_at\n",
+    )
+    code, out, err = run_cli("preview", data, "-m", mapping, "--out", tmp_path / "out.jsonl")
+    assert (code, err) == (0, "")
+    sent = (tmp_path / "out.jsonl").read_text(encoding="utf-8")
+    assert '"2023-04-10T04:51:47Z"' in sent and '"2023-04-11T04:51:47Z"' in sent
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -258,3 +427,21 @@ def test_empty_status_is_no_reason():
     out, why = normalize_status(pd.Series([None, "passed"], dtype=object))
     assert pd.isna(out.iloc[0]) and pd.isna(why.iloc[0])
     assert out.iloc[1] == "success"
+
+
+def test_ambiguous_row_fixed_with_its_offset_end_to_end(tmp_path, write, run_cli):
+    # the README's advice for a row reported ambiguous, with a format in the mapping
+    data = write(
+        tmp_path, "in.csv",
+        "service,build,finished\nweb,1,31.10.2021 02:30\nweb,2,31.10.2021 02:30 +01:00\nweb,3,2021-10-31T02:45:00+02:00\n",
+    )
+    mapping = write(
+        tmp_path, "m.yaml",
+        "source: {format: csv, timezone: Europe/Berlin}\nentityId: service\n"
+        "timestamp: {from: finished, format: \"%d.%m.%Y %H:%M\"}\nattributes:\n  build_id: build\n",
+    )
+    code, out, err = run_cli("preview", data, "-m", mapping, "--out", tmp_path / "out.jsonl")
+    assert (code, err) == (0, "")
+    assert "1 invalid" in out and "is ambiguous in Europe/Berlin" in out
+    sent = (tmp_path / "out.jsonl").read_text(encoding="utf-8")
+    assert '"2021-10-31T01:30:00Z"' in sent and '"2021-10-31T00:45:00Z"' in sent

@@ -295,3 +295,35 @@ def test_sample_parses() -> None:
     older = next(r for r in got if r.get("status") is None)
     assert pick(older, "id", "status_effective", "updated_at") == ("8990", "success", None)
     assert all(r["sha"] and r["user.username"] for r in got)
+
+
+def test_lone_surrogate_escape_is_a_one_line_error(tmp_path: Path) -> None:
+    # json parses "x\udc00" into a str that cannot be encoded as UTF-8: it could never be sent
+    page = json.dumps([deployment(1, user={"username": "anna"})], indent=2)
+    text = page + "\n" + '[{"id": 2, "sha": "s", "user": {"username": "x\\udc00"}}]\n'
+    line = text.count("\n", 0, text.index('[{"id": 2')) + 1
+    column = len('[{"id": 2, "sha": "s", "user": {"username": "x') + 1  # where the backslash is
+    path = write(tmp_path, text)
+    with pytest.raises(ReaderError) as caught:
+        read_all(path)
+    assert str(caught.value) == (
+        f"{path}: line {line}, column {column}: a lone UTF-16 surrogate escape \\udc00 (half of a character) cannot be "
+        "sent as UTF-8; remove it or replace it with the intended character, then read the file again"
+    )
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine(tmp_path: Path) -> None:
+    text = '[{"id": 1, "sha": "s", "user": {"username": "\\ud83d\\ude80 \\\\udc00"}}]'
+    (row,) = rows(write(tmp_path, text))
+    assert row["user.username"] == "\U0001F680 \\udc00"
+
+
+def test_lone_surrogate_through_the_cli_is_bad_input(tmp_path: Path, run_cli) -> None:
+    text = ('[{"id": 1, "iid": 1, "sha": "s", "status": "success", "created_at": '
+            '"2023-01-01T00:00:00Z", "user": {"username": "x\\udc00"}}]')
+    path = write(tmp_path, text)
+    mapping = HERE.parent / "mappings" / "gitlab.yaml"
+    code, _, err = run_cli("preview", path, "-m", mapping, "--entity-id", "payments")
+    column = text.index("\\udc00") + 1
+    assert code == 3  # bad input, not an internal error
+    assert f"{path}: line 1, column {column}: a lone UTF-16 surrogate escape \\udc00" in err

@@ -617,3 +617,22 @@ def test_sample_parses() -> None:
     aborted = next(r for r in got if r["result"] == "ABORTED")
     assert aborted["triggered_by"] == "carol"  # not the InterruptedBuildAction
     assert all(r["started_at"].endswith("Z") for r in got)
+
+
+def test_lone_surrogate_escape_is_a_one_line_error(tmp_path: Path) -> None:
+    # json parses "\ud800" alone into a str that cannot be encoded as UTF-8: it could never be sent
+    text = json.dumps([build(1)]) + "\n" + '[{"number": 2, "description": "bad \\ud800 x"}]\n'
+    path = write(tmp_path, text)
+    with pytest.raises(ReaderError) as caught:
+        read_all(path)
+    column = len('[{"number": 2, "description": "bad ') + 1
+    assert str(caught.value) == (
+        f"{path}: line 2, column {column}: a lone UTF-16 surrogate escape \\ud800 (half of a character) cannot be "
+        "sent as UTF-8; remove it or replace it with the intended character, then read the file again"
+    )
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine(tmp_path: Path) -> None:
+    path = write(tmp_path, '[{"number": 1, "result": "SUCCESS", "description": "\\ud83d\\ude80 C:\\\\ud800"}]')
+    (row,) = rows(path)
+    assert row["description"] == "\U0001F680 C:\\ud800"

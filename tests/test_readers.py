@@ -178,6 +178,37 @@ def test_csv_is_read_in_chunks_with_continuous_row_numbers(tmp_path, write, monk
     assert rows(chunks) == [{"n": str(i), ROW: i + 2} for i in range(10)]
 
 
+@pytest.mark.parametrize(
+    ("text", "source", "name"),
+    [
+        ("service,build,finished_at,build\nweb,1,2023-01-01,2\n", {}, "build"),  # pandas made it build.1
+        ("service;build;finished_at;build\nweb;1;2023-01-01;2\n", {}, "build"),  # detected delimiter
+        ('service|"build"|build\nweb|1|2\n', {"delimiter": "|"}, "build"),  # quoted or not, one name
+        ("\ufeffid,x,id\n1,2,3\n", {}, "id"),  # after a BOM
+        ("a,b,a\n", {}, "a"),  # a header without rows
+    ],
+)
+def test_csv_a_column_named_twice_is_an_error(tmp_path, write, text, source, name):
+    path = write(tmp_path, "in.csv", text)
+    with pytest.raises(ReaderError) as caught:
+        read_csv(path, **source)
+    assert str(caught.value) == f"{path}: the header names column {name!r} twice; rename one"
+
+
+def test_csv_header_names_that_only_look_alike_are_fine(tmp_path, write):
+    # other case, blanks around, and empty names (a spreadsheet's `,,`) are different columns
+    found = read_csv(write(tmp_path, "in.csv", "build,Build, build,,\n1,2,3,,\n"))
+    assert found == [{"build": "1", "Build": "2", " build": "3", "Unnamed: 3": "", "Unnamed: 4": "", ROW: 2}]
+
+
+def test_csv_duplicate_header_is_a_one_line_error_in_the_cli(tmp_path, write, run_cli):
+    data = write(tmp_path, "in.csv", "service,build,finished_at,build\nweb,1,2023-01-01T00:00:00Z,2\n")
+    mapping = write(tmp_path, "m.yaml", "source: {format: csv}\nentityId: service\ntimestamp: finished_at\n")
+    code, _, err = run_cli("preview", data, "-m", mapping)
+    assert code == ExitStatus.BAD_INPUT
+    assert f"{data}: the header names column 'build' twice; rename one" in err
+
+
 # --- JSON ----------------------------------------------------------------------------------------
 
 NESTED = """{
@@ -216,7 +247,7 @@ def test_json_nested_records_by_dotted_path(tmp_path, write):
 def test_json_top_level_array_with_a_non_object(tmp_path, write):
     found, bad, _ = read_all(write(tmp_path, "in.json", '[{"a": 1}, 5, {"a": -0.0}]'), "json")
     assert found == [{"a": "1", ROW: 1}, {"a": "-0.0", ROW: 3}]
-    assert bad == [BadRow(2, "record is a single value, not an object", "5")]  # numbers are read as text
+    assert bad == [BadRow(2, "record is a number, not an object", "5")]  # numbers as text, but told apart
 
 
 def test_json_utf8_bom_and_empty_array(tmp_path, write):
@@ -333,3 +364,104 @@ def test_scalar_text(value, text):
 def test_frame_values_are_text_or_missing(tmp_path, write):
     chunk = next(jsonfile.read_json(write(tmp_path, "in.json", '[{"a": 1, "b": null}]'), SourceConfig(format="json")))
     assert chunk.frame["a"].iloc[0] == "1" and pd.isna(chunk.frame["b"].iloc[0])
+
+
+# --- records that are not objects -----------------------------------------------------------------
+
+def test_json_records_that_are_not_objects_say_what_they_are(tmp_path, write):
+    text = '{"data": {"deployments": [1, 2.5, "x", true, null, [1], {"a": 7}]}}'
+    found, bad, _ = read_all(write(tmp_path, "in.json", text), "json", records="data.deployments")
+    assert found == [{"a": "7", ROW: 7}]
+    assert type(found[0]["a"]) is str  # numbers are told apart while reading, and stay plain text
+    assert bad == [
+        BadRow(1, "record is a number, not an object", "1"),
+        BadRow(2, "record is a number, not an object", "2.5"),
+        BadRow(3, "record is a string, not an object", "x"),
+        BadRow(4, "record is true, not an object", "true"),
+        BadRow(5, "record is null, not an object", "null"),
+        BadRow(6, "record is an array, not an object", '["1"]'),
+    ]
+
+
+def test_json_only_numbers_at_records_are_bad_rows(tmp_path, write):
+    found, bad, _ = read_all(write(tmp_path, "in.json", '{"data":{"deployments":[1,2]}}'), "json",
+                             records="data.deployments")
+    assert found == []
+    assert bad == [BadRow(1, "record is a number, not an object", "1"), BadRow(2, "record is a number, not an object", "2")]
+
+
+# --- lone UTF-16 surrogate escapes: a str that cannot be sent as UTF-8 ---------------------------
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (r'"bad \ud800 x"', (5, r"\ud800")),
+        (r'"x\udc00"', (2, r"\udc00")),  # a low half alone
+        (r'"\uD83D"', (1, r"\uD83D")),  # upper-case hex digits
+        (r'"\ud83d\ud83d\ude00"', (1, r"\ud83d")),  # two highs, then a low: the first is alone
+        (r'"\ud83d x \ude00"', (1, r"\ud83d")),
+        (r'"\\\ud800"', (3, r"\ud800")),  # an escaped backslash, then the escape
+        (r'"\ud83d\ude00"', None),  # a valid pair (an emoji)
+        (r'"\uD83D\uDE00 and \ud83d\ude01"', None),
+        (r'"\\ud800"', None),  # an escaped backslash, then the text "ud800"
+        (r'"\\\\ud800"', None),
+        (r'"\u00e9 \ue000"', None),  # not surrogates
+        ('"plain"', None),
+    ],
+)
+def test_lone_surrogate(text, found):
+    assert readers.lone_surrogate(text) == found
+
+
+def test_ndjson_lone_surrogate_is_a_bad_row(tmp_path, write):
+    text = (
+        '{"id": 1, "note": "fine \\ud83d\\ude00"}\n'  # a pair: fine
+        '{"id": 2, "note": "bad \\ud800 x"}\n'
+        '{"id": 3, "note": "literal \\\\ud800"}\n'  # escaped backslash: the text \ud800
+        '{"id": 4, "user": {"name": "x\\udc00"}}\n'
+    )
+    found, bad, _ = read_all(write(tmp_path, "in.ndjson", text), "ndjson")
+    assert [row["id"] for row in found] == ["1", "3"]
+    assert found[0]["note"] == "fine \U0001F600" and found[1]["note"] == "literal \\ud800"
+    assert bad == [
+        BadRow(2, "a lone UTF-16 surrogate escape \\ud800 at column 24 cannot be sent as UTF-8; "
+                  "remove it or replace it with the intended character", '{"id": 2, "note": "bad \\ud800 x"}'),
+        BadRow(4, "a lone UTF-16 surrogate escape \\udc00 at column 30 cannot be sent as UTF-8; "
+                  "remove it or replace it with the intended character", '{"id": 4, "user": {"name": "x\\udc00"}}'),
+    ]
+    for row in found:
+        for value in row.values():
+            if isinstance(value, str):
+                value.encode("utf-8")  # raises on a surrogate
+
+
+def test_json_lone_surrogate_is_an_error_naming_line_and_column(tmp_path, write):
+    path = write(tmp_path, "in.json", '[{"a": "ok \\ud83d\\ude00"},\n {"a": "bad \\ud800 x"}]')
+    with pytest.raises(ReaderError) as caught:
+        read_all(path, "json")
+    assert str(caught.value) == (
+        f"{path}: line 2, column 13: a lone UTF-16 surrogate escape \\ud800 (half of a character) cannot be "
+        "sent as UTF-8; remove it or replace it with the intended character, then read the file again"
+    )
+
+
+def test_json_escaped_backslash_before_u_is_text(tmp_path, write):
+    found, bad, _ = read_all(write(tmp_path, "in.json", '[{"a": "C:\\\\udf00"}]'), "json")
+    assert (found, bad) == ([{"a": "C:\\udf00", ROW: 1}], [])
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_lone_surrogate_never_reaches_the_cli_as_an_internal_error(tmp_path, write, run_cli, fmt):
+    record = '{"service": "web", "t": "2023-01-01T00:00:00Z", "who": "bad \\ud800 x"}'
+    data = write(tmp_path, f"in.{fmt}", record + "\n" if fmt == "ndjson" else f"[{record}]")
+    mapping = write(
+        tmp_path, "m.yaml",
+        f"source: {{format: {fmt}}}\nentityId: service\ntimestamp: t\nattributes:\n  initiator: who\n",
+    )
+    code, out, err = run_cli("preview", data, "-m", mapping, "--out", tmp_path / "out.jsonl")
+    if fmt == "ndjson":
+        assert code == 0  # the line is an invalid row, reported in the summary
+        assert f"{data} line 1: a lone UTF-16 surrogate escape \\ud800 at column 61" in out
+    else:
+        assert code == ExitStatus.BAD_INPUT
+        assert f"{data}: line 1, column 62: a lone UTF-16 surrogate escape \\ud800" in err

@@ -9,6 +9,7 @@ reader itself could not parse (an NDJSON line that is not JSON), which are repor
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -58,8 +59,10 @@ def scalar_text(value: Any) -> str | None:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, str):
+    if type(value) is str:
         return value
+    if isinstance(value, str):
+        return str(value)  # a JSONNumber as a plain str
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return str(value)
@@ -77,17 +80,73 @@ def flatten(obj: dict, prefix: str = "", out: dict | None = None) -> dict[str, s
     return out
 
 
-def loads(text: str, path: Path | str) -> Any:
+class JSONNumber(str):
+    """A JSON number as its written text, told apart from a string where the reader needs to say
+    what a non-object record is. `scalar_text` turns it into a plain str."""
+
+    __slots__ = ()
+
+
+def loads(text: str, path: Path | str, numbers: type = str) -> Any:
     """Parse JSON, keeping numbers in their written form (5551 stays "5551").
 
-    A syntax error becomes a ReaderError naming the file, line and column.
+    A syntax error, or a lone UTF-16 surrogate escape, becomes a ReaderError naming the file,
+    line and column.
     """
     try:
-        return json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+        doc = json.loads(text, parse_int=numbers, parse_float=numbers, parse_constant=numbers)
     except json.JSONDecodeError as exc:
         raise ReaderError(
             f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    check_surrogates(text, path)
+    return doc
+
+
+# `\ud800`-`\udfff` (JSON allows the hex digits in either case); a cheap test before the exact scan
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+# every surrogate escape with the run of backslashes before it: an odd run is an escape, an even
+# one is escaped backslashes followed by the literal text "ud800"
+_SURROGATE_ESCAPE = re.compile(r"(\\+)u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def lone_surrogate(text: str) -> tuple[int, str] | None:
+    r"""The position and text (`\ud800`) of the first `\uXXXX` escape in JSON text that is a UTF-16
+    surrogate not in a high+low pair, or None. Such an escape parses into a str that cannot be
+    encoded as UTF-8 (so it could never be sent). Cheap when there is none: one regex search."""
+    if _SURROGATE_HINT.search(text) is None:
+        return None
+    pending: tuple[int, int, str] | None = None  # an unpaired high surrogate: (start, end, escape)
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        if len(match.group(1)) % 2 == 0:
+            continue  # "\\ud800": an escaped backslash, then plain text
+        start = match.end() - 6
+        escape = text[start : match.end()]
+        high = int(match.group(2), 16) < 0xDC00
+        if pending is not None:
+            if high or start != pending[1]:
+                return pending[0], pending[2]  # a high surrogate not followed by a low one
+            pending = None  # a valid pair
+            continue
+        if not high:
+            return start, escape  # a low surrogate with no high one before it
+        pending = (start, match.end(), escape)
+    return (pending[0], pending[2]) if pending is not None else None
+
+
+def check_surrogates(text: str, path: Path | str) -> None:
+    """A ReaderError naming file, line and column of a lone surrogate escape in a JSON document."""
+    found = lone_surrogate(text)
+    if found is None:
+        return
+    position, escape = found
+    line = text.count("\n", 0, position) + 1
+    column = position - text.rfind("\n", 0, position)
+    raise ReaderError(
+        f"{path}: line {line}, column {column}: a lone UTF-16 surrogate escape {escape} "
+        "(half of a character) cannot be sent as UTF-8; remove it or replace it with the intended "
+        "character, then read the file again"
+    )
 
 
 def read_text(path: Path, encoding: str | None = None) -> str:

@@ -47,6 +47,26 @@ def detect_delimiter(path: Path, encoding: str) -> str:
         return best if counts[best] else ","
 
 
+def check_header(path: Path, encoding: str, delimiter: str) -> None:
+    """Refuse a header that names a column twice: pandas would silently rename the second
+    (`build` -> `build.1`), and the mapping would read the first without a word."""
+    try:
+        with open(path, encoding=encoding, newline="") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), None)
+    except UnicodeDecodeError as exc:
+        raise ReaderError(
+            f"{path}: not valid {_label(encoding)} text (byte {exc.start}); "
+            "set source.encoding in the mapping (e.g. latin-1, cp1252)"
+        ) from None
+    except (csv.Error, TypeError, ValueError):
+        return  # an unusual header (a huge field, an odd delimiter): pandas reports what is wrong
+    seen: set[str] = set()
+    for name in header or ():
+        if name and name in seen:  # empty names (`a,b,,`) become distinct "Unnamed: n"
+            raise ReaderError(f"{path}: the header names column {name!r} twice; rename one")
+        seen.add(name)
+
+
 def _drop_empty_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Without blank lines and rows whose every field is empty (they hold no deployment), and
     how many there were, so the report still accounts for them."""
@@ -73,6 +93,7 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
         raise ReaderError(f"{path}: is a directory, not a file")
     encoding = _encoding(source)
     delimiter = source.delimiter or detect_delimiter(path, encoding)
+    check_header(path, encoding, delimiter)
     try:
         reader = pd.read_csv(
             path,

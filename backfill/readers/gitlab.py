@@ -44,6 +44,7 @@ from backfill.readers import (
     BadRow,
     RowChunk,
     SourceConfig,
+    check_surrogates,
     flatten,
     frame_from_records,
     read_text,
@@ -64,8 +65,8 @@ _ENVIRONMENT_FIELDS = ("id", "name", "slug", "external_url", "state", "tier")
 def iter_json_values(text: str, path: Path | str) -> Iterator[Any]:
     """Every JSON value in `text`: one document, several appended ones, or NDJSON lines.
 
-    Numbers keep their written text (as `loads` does). A syntax error becomes a ReaderError
-    naming the file, line and column.
+    Numbers keep their written text (as `loads` does). A syntax error, or a lone UTF-16
+    surrogate escape (after the last value), becomes a ReaderError naming the file, line and column.
     """
     decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
     position, end, found = 0, len(text), False
@@ -82,6 +83,7 @@ def iter_json_values(text: str, path: Path | str) -> Iterator[Any]:
             ) from None
         found = True
         yield value
+    check_surrogates(text, path)
     if not found:
         raise ReaderError(f"{path}: the file is empty; expected JSON exported from the API")
 

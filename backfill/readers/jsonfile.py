@@ -10,13 +10,16 @@ from backfill.errors import ReaderError
 from backfill.readers import (
     CHUNK_ROWS,
     BadRow,
+    JSONNumber,
     RowChunk,
     SourceConfig,
     flatten,
     frame_from_records,
+    lone_surrogate,
     loads,
     read_text,
     records_chunks,
+    scalar_text,
 )
 
 
@@ -27,6 +30,17 @@ def _kind(value: Any) -> str:
     if value is None:
         return "null"
     return "a single value"
+
+
+def _record_kind(value: Any) -> str:
+    """What a record that is not an object is, read with numbers as JSONNumber."""
+    if isinstance(value, JSONNumber):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _kind(value)
 
 
 def find_records(doc: Any, records_path: str | None, path: Path) -> list:
@@ -56,7 +70,7 @@ def find_records(doc: Any, records_path: str | None, path: Path) -> list:
 
 def read_json(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     """A top-level array of objects, or the array at `source.records`."""
-    doc = loads(read_text(path, source.encoding), path)
+    doc = loads(read_text(path, source.encoding), path, numbers=JSONNumber)
     items = find_records(doc, source.records, path)
     records, bad = [], []
     for number, item in enumerate(items, start=1):
@@ -64,7 +78,7 @@ def read_json(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
             records.append(flatten(item))
         else:
             records.append({})
-            bad.append(BadRow(number, f"record is {_kind(item)}, not an object", str(item)[:200]))
+            bad.append(BadRow(number, f"record is {_record_kind(item)}, not an object", _snippet(item)))
     chunks = list(records_chunks(records, unit="record"))
     if bad:
         bad_numbers = {b.row for b in bad}
@@ -102,6 +116,15 @@ def read_ndjson(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
                 if not isinstance(item, dict):
                     bad.append(BadRow(number, f"line is {_kind(item)}, not an object", line.strip()[:200]))
                     continue
+                lone = lone_surrogate(line)  # one regex search unless the line has a surrogate escape
+                if lone is not None:
+                    bad.append(BadRow(
+                        number,
+                        f"a lone UTF-16 surrogate escape {lone[1]} at column {lone[0] + 1} cannot be sent "
+                        "as UTF-8; remove it or replace it with the intended character",
+                        line.strip()[:200],
+                    ))
+                    continue
                 records.append(flatten(item))
                 rows.append(number)
                 if len(records) >= CHUNK_ROWS:
@@ -113,6 +136,11 @@ def read_ndjson(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
                 "set source.encoding in the mapping"
             ) from None
     yield _chunk(records, rows, bad)
+
+
+def _snippet(item: Any) -> str:
+    """A record that is not an object, as it was written (for the invalid-rows report)."""
+    return (scalar_text(item) or "null")[:200]
 
 
 def _chunk(records: list[dict], rows: list[int], bad: list[BadRow]) -> RowChunk:
