@@ -30,6 +30,15 @@ def _text_dtype() -> object:
 TEXT = _text_dtype()
 
 
+def arrow_text(values: pd.Series):
+    """A text Series as a pyarrow `string` array (chunked or not): zero-copy for arrow-backed text;
+    pandas 2 stores `large_string`, and a column with no value at all comes as `null`."""
+    import pyarrow as pa
+
+    array = pa.array(values.astype(TEXT).array)
+    return array if array.type == pa.string() else array.cast(pa.string())
+
+
 def map_values(values: pd.Series, table: dict[str, str]) -> pd.Series:
     """values.map(table) by arrow kernels: each value's position in the table's keys, then a take
     of the outputs (a value not in the table, or missing, gives missing)."""
@@ -38,7 +47,7 @@ def map_values(values: pd.Series, table: dict[str, str]) -> pd.Series:
 
     keys = pa.array(list(table), type=pa.string())
     outputs = pa.array(list(table.values()), type=pa.string())
-    positions = pc.index_in(pa.array(values.astype(TEXT).array, type=pa.string()), value_set=keys)
+    positions = pc.index_in(arrow_text(values), value_set=keys)
     return pd.Series(pc.take(outputs, positions), index=values.index, dtype=TEXT)
 
 
@@ -181,16 +190,17 @@ def _to_datetime(text: pd.Series, *, utc: bool = False, **options) -> pd.Series:
 
     When pandas rejects a group as a whole (mixed zones, a value its parser chokes on), the group
     is halved until the values at fault are found, and those become NaT (so the caller reports
-    them as unreadable). Without `utc`, a value pandas reads as zone-aware is NaT too: the naive
-    paths must not see one.
+    them as unreadable). Without `utc`, a value pandas reads as zone-aware is NaT too (the naive
+    paths must not see one); older pandas may lend a neighbour's zone to the whole group, so such
+    a group is halved as well.
     """
     dtype = UTC_DTYPE if utc else "datetime64[s]"
     try:
         parsed = pd.to_datetime(text, errors="coerce", utc=utc, **options)
         if not (isinstance(parsed, pd.Series) and pd.api.types.is_datetime64_any_dtype(parsed.dtype)):
             raise TypeError("not one datetime column")  # older pandas: mixed zones give objects
-        if (parsed.dt.tz is not None) != utc:
-            return pd.Series(pd.NaT, index=text.index, dtype=dtype)  # zone-aware where naive was asked
+        if (parsed.dt.tz is not None) != utc:  # zone-aware where naive was asked: find the culprits
+            raise TypeError("zone-aware values in a naive group")
         # one resolution for every group (pandas picks one per call); floor, not truncate, before 1970
         return parsed.dt.floor("s").astype(dtype)
     except Exception:  # noqa: BLE001 - any failure of pandas' parser is unreadable input, not a crash

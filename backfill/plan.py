@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from backfill.errors import MappingError
 from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.mapping import FieldRule, Mapping, template_fields
-from backfill.normalize import TEXT, UTC_DTYPE, format_utc, map_values, normalize_status, parse_datetimes
+from backfill.normalize import TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, parse_datetimes
 from backfill.readers import ROW, get_reader
 
 FILE = "_file"
@@ -107,7 +107,7 @@ class Plan:
         (`(requests, bytes)`), each block joined by arrow kernels from one slice of the plan."""
         slice_size = max(batch_size, slice_size - slice_size % batch_size)  # whole batches per slice
         for start in range(0, len(self.events), slice_size):
-            bodies = pa.array(self.bodies(start, start + slice_size).array, type=pa.string())
+            bodies = arrow_text(self.bodies(start, start + slice_size))
             offsets = pa.array(list(range(0, len(bodies), batch_size)) + [len(bodies)], type=pa.int32())
             requests = pc.binary_join(pa.ListArray.from_arrays(offsets, bodies), ",")
             whole = pa.ListArray.from_arrays(pa.array([0, len(requests)], type=pa.int32()), requests)
@@ -171,9 +171,9 @@ def _arrow_literals(values: pd.Series, *, safe: bool = False, prefix: str = "") 
         indices = pa.array(codes, mask=codes < 0, type=pa.int32())
         literals = _literals(categories, safe=safe, prefix=prefix)
         return pa.DictionaryArray.from_arrays(indices, literals).cast(pa.string())
-    array = pa.array(values.astype(TEXT).array, type=pa.string())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+    array = arrow_text(values)
+    if isinstance(array, pa.ChunkedArray):  # one chunk (a slice of the ordered plan) needs no copy
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
     return _literals(array, safe=safe, prefix=prefix)
 
 
@@ -216,7 +216,7 @@ def _text(frame: pd.DataFrame, name: str) -> pd.Series:
     """A field's values stripped, empty as NaN; a field the chunk lacks is all NaN."""
     if name not in frame.columns:
         return pd.Series(np.nan, index=frame.index, dtype=TEXT)
-    trimmed = pc.utf8_trim_whitespace(pa.array(frame[name].astype(TEXT).array, type=pa.string()))
+    trimmed = pc.utf8_trim_whitespace(arrow_text(frame[name]))
     cleaned = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
     return pd.Series(cleaned, index=frame.index, dtype=TEXT)
 
@@ -248,7 +248,7 @@ class _Chunk:
                 if literal:
                     parts.append(literal)
                 if name is not None:
-                    parts.append(pa.array(self.text(name).array, type=pa.string()))
+                    parts.append(arrow_text(self.text(name)))
             # one kernel for the whole template; empty (null) if any placeholder is empty
             return pd.Series(pc.binary_join_element_wise(*parts, ""), index=index, dtype=TEXT)
         out = self.text(rule.sources[0])
@@ -308,11 +308,11 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     for name in frame.columns:
         if name == ROW:
             continue
-        values = frame[name].astype(TEXT)
-        present = (values.notna() & (values != "")).to_numpy(dtype=bool)
+        values = arrow_text(frame[name])
+        present = pc.fill_null(pc.not_equal(values, ""), False).to_numpy(zero_copy_only=False)
         if present.any():
-            named = (name + "\x1f" + values[present]).to_numpy(dtype=object)
-            total[present] += pd.util.hash_array(named)
+            named = pc.binary_join_element_wise(name, pc.filter(values, present), "\x1f")
+            total[present] += pd.util.hash_array(named.to_numpy(zero_copy_only=False).astype(object))
     return total
 
 
@@ -383,7 +383,7 @@ def map_chunk(
     if mapping.dedupe:
         # the key's values joined by a unit separator: compared as text, hashed only for ids. A key
         # with an empty part is null: such a row is never folded into another.
-        parts = [pa.array(chunk.text(k).array, type=pa.string()) for k in mapping.dedupe]
+        parts = [arrow_text(chunk.text(k)) for k in mapping.dedupe]
         out[KEY] = pd.Series(pc.binary_join_element_wise(*parts, "\x1f"), index=chunk.frame.index, dtype=TEXT)
     if hashes is not None:
         out[ROW_HASH] = hashes
@@ -542,7 +542,7 @@ def _event_ids(plan: Plan) -> pd.Series:
         prefix = "e"
     ids = prefix + _hex(digest)
     repeat = digest.groupby(digest).cumcount()
-    ids[repeat > 0] = ids[repeat > 0] + "-" + repeat[repeat > 0].astype(str)
+    ids[repeat > 0] = ids[repeat > 0] + "-" + repeat[repeat > 0].astype(str).astype(TEXT)
     if plan.keys is not None:
         keyed = plan.keys.notna()
         if keyed.any():

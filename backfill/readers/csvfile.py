@@ -100,6 +100,7 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
             sep=delimiter,
             dtype=str,
             keep_default_na=False,
+            na_filter=False,  # every value stays text; no NA detection to pay for
             encoding=encoding,
             chunksize=CHUNK_ROWS,
             engine="c",
