@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+import pandas as pd
+
 from backfill.events import MAX_BATCH
 from backfill.plan import REASON_LIMIT, TS, Plan
 from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle
@@ -32,8 +34,9 @@ def upload_seconds(requests: int, limits: Sequence[RateLimit] = DEFAULT_LIMITS) 
 def _counts(plan: Plan, column: str) -> str:
     if column not in plan.events.columns or not len(plan.events):
         return "-"
-    counts = plan.events[column].astype(object).fillna("(none)").value_counts()
-    return ", ".join(f"{name} {n}" for name, n in counts.items())
+    counts = plan.events[column].value_counts(dropna=False)  # counted on categories, not per row
+    counts = counts[counts > 0].sort_values(ascending=False, kind="stable")
+    return ", ".join(f"{'(none)' if pd.isna(name) else name} {n}" for name, n in counts.items())
 
 
 def plan_summary(

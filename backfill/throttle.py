@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from backfill.errors import UsageError
 
 __all__ = ["DEFAULT_LIMITS", "RateLimit", "Throttle", "parse_rate_limit", "rate_limit_argument"]
@@ -188,16 +190,25 @@ class Throttle:
         if n_requests <= 0:
             return 0.0
         now = self._clock() if now is None else now
-        times = list(self._times)
         start = max(now, self._blocked_until)
-        for _ in range(n_requests):
-            t = start
-            size = len(times)
+        if not self.limits:
+            return start - now
+        # Request k goes at max(start, times[k - count] + period) over every limit. A block of
+        # requests shorter than the smallest count only looks back at earlier blocks, so each
+        # block is one vectorized step (a 1M-event import is 67,000 requests: a few hundred steps).
+        known = len(self._times)
+        times = np.empty(known + n_requests)
+        times[:known] = self._times
+        step = min(limit.count for limit in self.limits)
+        for first in range(known, known + n_requests, step):
+            block = np.arange(first, min(first + step, known + n_requests))
+            block_times = np.full(len(block), start)
             for limit in self.limits:
-                if size >= limit.count:
-                    t = max(t, times[size - limit.count] + limit.period)
-            times.append(t)
-        return times[-1] - now
+                back = block - limit.count
+                ready = back >= 0
+                block_times[ready] = np.maximum(block_times[ready], times[back[ready]] + limit.period)
+            times[block] = block_times
+        return float(times[-1]) - now
 
     def _next_allowed(self) -> tuple[float, RateLimit | None]:
         """The earliest time of the next request, and the limit that sets it (None: the block or nothing)."""

@@ -306,3 +306,34 @@ def test_resumed_run_respects_windows_across_the_history(limits, gaps, n) -> Non
     times = [resumed.acquire() for _ in range(n)]
     assert_windows_respected(history + times, limits)
     assert predicted == pytest.approx(times[-1] - resumed_at, abs=1e-6)
+
+
+def _schedule_by_hand(limits, history, start, n):
+    """The greedy schedule, one request at a time (the reference for the vectorized one)."""
+    times = list(history)
+    for _ in range(n):
+        t = start
+        for limit in limits:
+            if len(times) >= limit.count:
+                t = max(t, times[len(times) - limit.count] + limit.period)
+        times.append(t)
+    return times[-1] - start if n else 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    limits=st.lists(
+        st.builds(RateLimit, st.integers(1, 40), st.sampled_from([0.5, 1.0, 7.0, 60.0])), min_size=1, max_size=3
+    ),
+    gaps=st.lists(st.floats(0.0, 5.0), max_size=50),
+    n=st.integers(0, 300),
+)
+def test_schedule_seconds_matches_the_request_by_request_schedule(limits, gaps, n):
+    history, t = [], 0.0
+    for gap in gaps:
+        t += gap
+        history.append(t)
+    now = t + 0.25
+    throttle = Throttle(limits, clock=lambda: now, history=history)
+    kept = throttle.recent_times()
+    assert throttle.schedule_seconds(n, now=now) == pytest.approx(_schedule_by_hand(limits, kept, now, n))
