@@ -185,7 +185,7 @@ def _rule(node: yaml.Node, err: _Err, key: str, *, is_time: bool) -> FieldRule:
             parts["sources"] = _str_list(vnode, err, f"{key}.from")
         elif name == "lookup":
             parts["lookup"] = {}
-            for lname, lknode, lvnode in _pairs(vnode, err, f"{key}.lookup"):
+            for lname, _, lvnode in _pairs(vnode, err, f"{key}.lookup"):
                 out = _scalar(lvnode, err, f"{key}.lookup.{lname}")
                 if out is None or out == "":
                     raise err(lvnode, f"{key}.lookup.{lname}: empty output value")

@@ -156,8 +156,9 @@ class Throttle:
             return None
         return limit if limit is not None else self._fullest(now)
 
-    def acquire(self, on_wait: Callable[[float, RateLimit], None] | None = None) -> float:
-        """Sleep until one more request is allowed, record it and return its time.
+    def wait(self, on_wait: Callable[[float, RateLimit], None] | None = None) -> float:
+        """Sleep until one more request is allowed and return that time, without recording it (the
+        uploader records a request when its answer comes: the server saw it no later).
 
         on_wait(seconds, limit) is called before a wait starts (again only if the deadline moves).
         """
@@ -167,13 +168,17 @@ class Throttle:
             deadline, limit = self._next_allowed()
             remaining = deadline - now
             if remaining <= _TOLERANCE:
-                t = max(now, deadline)
-                self._record(t, now)
-                return t
+                return max(now, deadline)
             if on_wait is not None and deadline != announced:
                 on_wait(remaining, limit if limit is not None else self._fullest(now))
                 announced = deadline
             self._sleep(min(remaining, SLEEP_STEP))
+
+    def acquire(self, on_wait: Callable[[float, RateLimit], None] | None = None) -> float:
+        """wait(), then record the request at that time and return it."""
+        t = self.wait(on_wait)
+        self._record(t, self._clock())
+        return t
 
     def try_acquire(self, now: float | None = None) -> tuple[bool, float]:
         """Server side: (True, 0.0) and record the request, or (False, seconds to wait) without recording."""

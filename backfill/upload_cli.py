@@ -337,9 +337,7 @@ def _upload(journal: Journal, api_key: str, args: argparse.Namespace, options: d
         outcome = "interrupted"
         raise
     except Exception as exc:
-        outcome = f"stopped: {exc}"
-        if isinstance(exc, (AuthError,)):
-            outcome = "key refused"
+        outcome = "key refused" if isinstance(exc, AuthError) else f"stopped: {exc}"
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -347,10 +345,10 @@ def _upload(journal: Journal, api_key: str, args: argparse.Namespace, options: d
         client.close()
         journal.end_run(run_id, time.time(), outcome[:500])
         if outcome != "finished":
-            print(_report(uploader.result, journal), file=sys.stderr)
+            print(_report(uploader.result), file=sys.stderr)
             print(f"The checkpoint is intact. To continue: backfill resume {journal.path}", file=sys.stderr)
         journal.close()
-    print(_report(result, None))
+    print(_report(result))
     counts = result.counts
     if counts["rejected"] or counts["possibly_missing"]:
         return ExitStatus.REJECTED
@@ -361,8 +359,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _report(result: UploadResult, journal: Journal | None) -> str:
-    counts = journal.counts() if journal is not None else result.counts
+def _report(result: UploadResult) -> str:
+    counts = result.counts  # the checkpoint's counts, taken when the run ended (or stopped)
     lines = [
         f"This run: {result.events['sent']} events sent, {result.events['rejected']} rejected, "
         f"{result.events['uncertain']} uncertain, {result.requests} requests, {result.rate_limited} answered 429, "

@@ -19,7 +19,7 @@ from backfill.client import EventsClient, Outcome, canonical, error_indices
 from backfill.errors import AuthError, UploadStopped
 from backfill.events import MAX_BATCH
 from backfill.journal import Journal, PlannedEvent
-from backfill.throttle import SLEEP_STEP, RateLimit, Throttle
+from backfill.throttle import RateLimit, Throttle
 
 RESEND = "resend"
 RECOVER_AFTER = 100  # answered requests without a 429 before a slowed limiter is restored
@@ -127,7 +127,7 @@ class Uploader:
         return self.journal.next_batch(self.batch_size, include_uncertain=resend)
 
     def _send(self, batch: list[PlannedEvent]) -> None:
-        self._wait_for_slot()
+        self.throttle.wait(on_wait=self._on_wait)  # recorded once answered, below
         ids = [e.event_id for e in batch]
         request_no = self.journal.begin_request(ids, self.clock())
         self.result.requests += 1
@@ -145,18 +145,6 @@ class Uploader:
         # request of a window lets the first of the next window arrive less than a period later).
         self.throttle.record(self.clock())
         self._record(request_no, batch, outcome)
-
-    def _wait_for_slot(self) -> None:
-        """Sleep until the limiter allows one more request (recorded once it is answered)."""
-        announced: float | None = None
-        while (seconds := self.throttle.delay()) > 0:
-            deadline = self.clock() + seconds
-            if announced is None or abs(deadline - announced) > 1e-3:
-                limit = self.throttle.binding_limit()
-                if limit is not None:
-                    self._on_wait(seconds, limit)
-                announced = deadline
-            self.sleep(min(seconds, SLEEP_STEP))
 
     def _finish(self, request_no: int, outcome: Outcome, **states) -> None:
         self.journal.finish_request(request_no, finished_at=self.clock(), outcome=outcome.label, **states)

@@ -187,21 +187,16 @@ Reader = Callable[[Path, SourceConfig], Iterator[RowChunk]]
 
 
 def get_reader(fmt: str) -> Reader:
-    """The reader function for a `source.format` value."""
-    from backfill.readers import csvfile, jsonfile
+    """The reader function for a `source.format` value (one of FORMATS)."""
+    from backfill.readers import csvfile, gitlab, jenkins, jsonfile
 
     readers: dict[str, Reader] = {
         "csv": csvfile.read,
         "json": jsonfile.read_json,
         "ndjson": jsonfile.read_ndjson,
+        "jenkins": jenkins.read,
+        "gitlab": gitlab.read,
     }
-    try:
-        from backfill.readers import jenkins, gitlab  # noqa: F401  (optional until they land)
-
-        readers["jenkins"] = jenkins.read
-        readers["gitlab"] = gitlab.read
-    except ImportError:
-        pass
     return readers[fmt]
 
 
