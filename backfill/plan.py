@@ -26,6 +26,7 @@ from backfill.errors import MappingError
 from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.mapping import FieldRule, Mapping, template_fields
 from backfill.normalize import TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, parse_datetimes
+from backfill.patterns import search
 from backfill.readers import ROW, get_reader
 
 FILE = "_file"
@@ -331,7 +332,7 @@ def map_chunk(
         elif rule.op == "not_in":
             ok = ~values.isin(rule.values)
         else:
-            ok = values.str.contains(rule.values[0], regex=True)
+            ok = search(values, rule.values[0])  # RE2: linear time
         drop = keep & ~ok
         if drop.any():
             skipped[rule.label] += int(drop.sum())
