@@ -7,6 +7,7 @@
     +-- MappingError                   the YAML mapping is invalid (names file, line, key)           -> BAD_INPUT
     +-- StrictError                    --strict and some rows are invalid                            -> INVALID_ROWS
     +-- CheckpointError                checkpoint unusable or does not match the run                 -> BAD_INPUT
+    +-- LedgerError                    the target's ledger is missing, locked, corrupt or foreign     -> BAD_INPUT
     +-- AuthError                      the API refused the key (401), or no key was given            -> AUTH
     +-- UploadStopped                  the upload stopped before the end; resumable                  -> STOPPED
 
@@ -59,6 +60,10 @@ class StrictError(BackfillError):
 
 
 class CheckpointError(BackfillError):
+    exit_status = ExitStatus.BAD_INPUT
+
+
+class LedgerError(BackfillError):
     exit_status = ExitStatus.BAD_INPUT
 
 

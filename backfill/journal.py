@@ -22,11 +22,13 @@ no lock and changes nothing (for `status`-like commands while an upload runs).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -150,6 +152,7 @@ class Journal:
             "base_url": base_url,
             "fingerprints": dict(fingerprints),
             "options": dict(options),
+            "uid": uuid.uuid4().hex,
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
         _remove_database(tmp)
@@ -291,6 +294,15 @@ class Journal:
     @property
     def options(self) -> dict[str, Any]:
         return dict(self._meta("options"))
+
+    @property
+    def uid(self) -> str:
+        """A stable id of this import, the same on every machine the file is copied to (the ledger's name for it)."""
+        stored = self._meta("uid")
+        if stored:
+            return str(stored)
+        seed = json.dumps([self.created_at, self.target, self.base_url], sort_keys=True)  # checkpoints made before uids
+        return "c" + hashlib.sha256(seed.encode()).hexdigest()[:31]
 
     @property
     def invalid_count(self) -> int:
@@ -604,6 +616,71 @@ class Journal:
                 "server_id": server_id,
                 "body": body,
             }
+
+    # ----------------------------------------------------------------- the ledger's view
+
+    def forget_elsewhere(self, event_ids: Sequence[str], by: Mapping[str, int]) -> int:
+        """Drop events not yet settled here (pending, or uncertain and not skipped) that another import
+        to the same target sent or may have sent: they are never sent from here. `by` (checkpoint ->
+        count) is added to the record of such events."""
+        with self._write() as conn:
+            removed = 0
+            for start in range(0, len(event_ids), 500):
+                part = list(event_ids[start : start + 500])
+                removed += conn.execute(
+                    f"DELETE FROM events WHERE {_SENDABLE} AND resent_after_uncertain = 0 "
+                    f"AND event_id IN ({','.join('?' * len(part))})", part
+                ).rowcount
+            record = self._meta("sent_elsewhere") or {}
+            for name, n in by.items():
+                record[name] = int(record.get(name, 0)) + int(n)
+            self._set_meta(conn, "sent_elsewhere", record)
+        return removed
+
+    @property
+    def sent_elsewhere(self) -> dict[str, int]:
+        """checkpoint -> events left out of this import because that import sent them (the ledger said so)."""
+        return dict(self._meta("sent_elsewhere") or {})
+
+    def states_of(self, event_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """event_id -> (state, server_id) for the ids planned here."""
+        out: dict[str, tuple[str, str | None]] = {}
+        ids = list(event_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows = self._conn.execute(
+                f"SELECT event_id, state, server_id FROM events WHERE event_id IN ({','.join('?' * len(part))})", part
+            )
+            out.update((event_id, (state, server_id)) for event_id, state, server_id in rows)
+        return out
+
+    def events_by_id(self, event_ids: Iterable[str]) -> list[PlannedEvent]:
+        ids = list(event_ids)
+        out: list[PlannedEvent] = []
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            out += [PlannedEvent(*row) for row in self._conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id IN ({','.join('?' * len(part))})", part)]
+        return out
+
+    def settled_events(self) -> Iterator[tuple[str, str, str, str | None, str]]:
+        """(event_id, body, 'sent' | 'uncertain', server_id, "file:row") of every event the server
+        holds or may hold: sent, uncertain, in flight, or resent after an uncertain attempt."""
+        rows = self._conn.execute(
+            "SELECT event_id, body, CASE WHEN state = 'sent' THEN 'sent' ELSE 'uncertain' END, server_id, "
+            "source_file || ':' || source_row FROM events "
+            "WHERE state IN ('sent', 'uncertain', 'in_flight') OR resent_after_uncertain = 1"
+        )
+        yield from rows
+
+    def ledger_adopted(self) -> str | None:
+        """The ledger this checkpoint's earlier history was copied into (None: never)."""
+        value = self._meta("ledger_adopted")
+        return None if value is None else str(value)
+
+    def set_ledger_adopted(self, ledger_key: str) -> None:
+        with self._write() as conn:
+            self._set_meta(conn, "ledger_adopted", ledger_key)
 
     # ----------------------------------------------------------------- runs
 
