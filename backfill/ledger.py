@@ -581,6 +581,62 @@ def _check(conn: sqlite3.Connection, path: Path) -> None:
         raise LedgerError(f"{path}: ledger version {version} is not supported by this devgrid-backfill")
 
 
+# How often a process waiting for the shared budget looks again: another process's requests move the
+# windows, and its answers arrive later than its reservations.
+BUDGET_POLL_S = 2.0
+
+
+class SharedBudget:
+    """The key's rate budget shared by every process that sends with it, through the ledger.
+
+    Each request is reserved under the ledger's write lock once the windows, holding every process's
+    requests, allow it; its time moves to the answer's when that comes (the server saw it no later).
+    Times are kept on the machine's boot clock (monotonic, counts suspend, one for all processes) and
+    the wall clock for other machines' copies; a wall-clock step changes no wait.
+    """
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def _local_times(self, conn: sqlite3.Connection, now: float, longest: float) -> list[float]:
+        wall = time.time()
+        boot_id, boot_now = _boot()
+        rows = conn.execute(
+            "SELECT t, boot_id, boot_t FROM requests WHERE t >= ? OR (boot_id = ? AND boot_t >= ?)",
+            (wall - longest - 60.0, boot_id, boot_now - longest - 60.0),
+        ).fetchall()
+        out = []
+        for t, row_boot, boot_t in rows:
+            age = boot_now - boot_t if row_boot == boot_id else wall - t
+            if age <= longest:
+                out.append(now - max(0.0, age))
+        return out
+
+    def wait_turn(self, throttle: Any, *, sleep: Any, on_wait: Any = None) -> int:
+        """Sleep until every window (all processes' requests) allows one more; reserve it. Returns its id."""
+        announced: float | None = None
+        longest = max((limit.period for limit in throttle.limits), default=0.0)
+        while True:
+            with self.ledger.budget() as conn:
+                now = throttle._clock()
+                throttle.reset_history(self._local_times(conn, now, longest))
+                delay = throttle.delay(now)
+                if delay <= 0:
+                    return self.ledger.reserve(conn, time.time())
+            deadline = now + delay
+            if on_wait is not None and (announced is None or abs(deadline - announced) > 1.0):
+                on_wait(delay, throttle.binding_limit(now))
+                announced = deadline
+            sleep(min(delay, BUDGET_POLL_S))
+
+    def answered(self, request_id: int) -> None:
+        self.ledger.answered(request_id, time.time())
+
+    def cancel(self, request_id: int) -> None:
+        with self.ledger.budget() as conn:
+            conn.execute("DELETE FROM requests WHERE request_id = ?", (request_id,))
+
+
 class LedgeredJournal:
     """A checkpoint whose sends are recorded in the target's ledger; the uploader uses it as a Journal.
 

@@ -129,6 +129,11 @@ class Throttle:
         """Note a request sent (or accepted) at time t."""
         self._record(float(t), min(float(t), self._clock()))
 
+    def reset_history(self, times: Iterable[float]) -> None:
+        """Replace the request times (another process shares the key: its ledger holds them all)."""
+        self._times = sorted(float(t) for t in times)
+        self._prune(self._clock())
+
     def block_until(self, t: float) -> None:
         """No request before t (the server answered 429 with Retry-After)."""
         self._blocked_until = max(self._blocked_until, float(t))

@@ -19,6 +19,7 @@ from backfill.client import EventsClient, Outcome, canonical, error_indices
 from backfill.errors import AuthError, UploadStopped
 from backfill.events import MAX_BATCH
 from backfill.journal import Journal, PlannedEvent
+from backfill.ledger import SharedBudget
 from backfill.throttle import RateLimit, Throttle
 
 RESEND = "resend"
@@ -86,8 +87,10 @@ class Uploader:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
         progress: Progress | None = None,
+        budget: SharedBudget | None = None,
     ):
         self.journal = journal
+        self.budget = budget  # the key's rate budget shared with other processes (the ledger's)
         self.client = client
         self.throttle = throttle
         self._configured_limits = throttle.limits  # what a run slowed by 429s returns to
@@ -127,7 +130,10 @@ class Uploader:
         return self.journal.next_batch(self.batch_size, include_uncertain=resend)
 
     def _send(self, batch: list[PlannedEvent]) -> None:
-        self.throttle.wait(on_wait=self._on_wait)  # recorded once answered, below
+        if self.budget is not None:
+            ticket = self.budget.wait_turn(self.throttle, sleep=self.sleep, on_wait=self._on_wait)
+        else:
+            self.throttle.wait(on_wait=self._on_wait)  # recorded once answered, below
         ids = [e.event_id for e in batch]
         request_no = self.journal.begin_request(ids, self.clock())
         self.result.requests += 1
@@ -135,7 +141,7 @@ class Uploader:
             outcome = self.client.post(request_body(batch))
         except BaseException:
             # Interrupted (Ctrl-C) or a bug while the request was out: the server may have it.
-            self.throttle.record(self.clock())
+            self._answered(ticket if self.budget is not None else None)
             self.journal.finish_request(request_no, finished_at=self.clock(), outcome="interrupted", uncertain=ids)
             self.result.events["uncertain"] += len(ids)
             raise
@@ -143,8 +149,13 @@ class Uploader:
         # at the latest possible moment keeps the server's windows within the limits whatever the
         # latency and the time the write-ahead takes; counting it at the send would not (a slow first
         # request of a window lets the first of the next window arrive less than a period later).
-        self.throttle.record(self.clock())
+        self._answered(ticket if self.budget is not None else None)
         self._record(request_no, batch, outcome)
+
+    def _answered(self, ticket: int | None) -> None:
+        self.throttle.record(self.clock())
+        if ticket is not None and self.budget is not None:
+            self.budget.answered(ticket)
 
     def _finish(self, request_no: int, outcome: Outcome, **states) -> None:
         self.journal.finish_request(request_no, finished_at=self.clock(), outcome=outcome.label, **states)

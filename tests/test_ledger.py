@@ -301,3 +301,43 @@ def test_locked_ledger_is_a_one_line_error(ledger: Ledger, monkeypatch):
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+# --------------------------------------------------------------------- one rate budget per key
+
+
+def test_two_processes_with_one_key_share_the_windows(tmp_path: Path, ledger: Ledger):
+    """Two senders (threads, each with its own connection, as two processes would have) stay together
+    within 3 requests per 0.4 s: every window of the combined request times holds at most 3."""
+    import threading
+    import time as real_time
+
+    from backfill.ledger import SharedBudget
+    from backfill.throttle import RateLimit, Throttle
+
+    limit = RateLimit(3, 0.4)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    kid = ledger.key_id
+
+    def sender() -> None:
+        with Ledger.open(ledger.path, base_url=BASE, key_id=kid) as own:
+            budget = SharedBudget(own)
+            throttle = Throttle([limit], clock=real_time.monotonic)
+            for _ in range(5):
+                ticket = budget.wait_turn(throttle, sleep=lambda s: real_time.sleep(min(s, 0.02)))
+                with lock:
+                    times.append(real_time.monotonic())
+                budget.answered(ticket)
+
+    threads = [threading.Thread(target=sender) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    times.sort()
+    assert len(times) == 10
+    for j in range(limit.count, len(times)):
+        assert times[j] - times[j - limit.count] >= limit.period - 0.01, (j, times)
+    assert len(ledger.request_times(0.0)) == 10
