@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from backfill import __version__, sandbox, upload_cli
-from backfill.errors import BackfillError, ExitStatus, StrictError, UsageError
+from backfill import __version__, importer, sandbox, upload_cli
+from backfill.errors import BackfillError, ExitStatus, UsageError
 from backfill.events import MAX_BATCH
-from backfill.mapping import Mapping, load_mapping
-from backfill.plan import Plan, build_plan
-from backfill.summary import first_payloads, plan_summary
-from backfill.throttle import DEFAULT_LIMITS, rate_limit_argument
+from backfill.mapping import load_mapping
+from backfill.throttle import rate_limit_argument
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,61 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def plan_from_args(args: argparse.Namespace, *, for_import: bool = False) -> tuple[Mapping, Plan]:
-    """The plan the command line asks for; for an import, with the source-row hashes its stable
-    event ids need."""
-    if args.since is not None and args.until is not None and args.since >= args.until:
-        raise UsageError(f"--since {args.since:%Y-%m-%d %H:%M:%S} is not before --until {args.until:%Y-%m-%d %H:%M:%S}")
-    mapping = load_mapping(args.mapping).with_overrides(args.entity_id, dict(args.sets))
-    plan = build_plan(args.inputs, mapping, since=args.since, until=args.until, with_row_hashes=for_import)
-    if args.invalid_out:
-        write_invalid(plan, args.invalid_out)
-    return mapping, plan
-
-
-def write_invalid(plan: Plan, path: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as out:
-            for row in plan.report.invalid:
-                out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise UsageError(f"--invalid-out {path}: cannot write: {exc.strerror}") from None
-
-
-def write_request_bodies(plan: Plan, path: str, batch_size: int) -> int:
-    """Write every request body, one per line, to a temporary file then move it in place."""
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.partial")
-    count = 0
-    try:
-        with open(temp, "wb") as out:
-            for requests, block in plan.request_blocks(batch_size):
-                out.write(block)
-                count += requests
-        temp.replace(target)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise UsageError(f"--out {path}: cannot write: {exc.strerror}") from None
-    return count
-
-
-def _check_strict(args: argparse.Namespace, plan: Plan) -> None:
-    if args.strict and plan.report.invalid:
-        raise StrictError(f"{len(plan.report.invalid)} invalid rows and --strict is set; fix them or drop --strict")
-
-
 def cmd_preview(args: argparse.Namespace) -> int:
-    _, plan = plan_from_args(args)
-    limits = args.rate_limits or DEFAULT_LIMITS
-    print(plan_summary(plan, batch_size=args.batch_size, limits=limits))
+    result = importer.preview(
+        args.inputs, args.mapping, options=upload_cli.plan_options_from(args),
+        settings=upload_cli.upload_settings_from(args), show=args.show, out=args.out, invalid_out=args.invalid_out,
+    )
+    print(result.summary)
     if args.show > 0:
-        print(first_payloads(plan, requests=args.show, batch_size=args.batch_size))
+        print(result.payloads)
     if args.out:
-        count = write_request_bodies(plan, args.out, args.batch_size)
-        print(f"Wrote {count} request bodies ({len(plan)} events) to {args.out}")
+        print(f"Wrote {result.requests_written} request bodies ({len(result.plan)} events) to {args.out}")
     if args.invalid_out:
-        print(f"Wrote {len(plan.report.invalid)} invalid rows to {args.invalid_out}")
-    _check_strict(args, plan)
+        print(f"Wrote {len(result.plan.report.invalid)} invalid rows to {args.invalid_out}")
+    importer.check_strict(result.plan, args.strict)
     return ExitStatus.OK
 
 

@@ -1,27 +1,38 @@
-"""The `import`, `resume` and `status` commands: plan -> checkpoint -> upload, and reports."""
+"""The `import`, `resume` and `status` commands: arguments -> one call into backfill.importer -> text.
+
+Also the command line's side of the flow that the library leaves open: a Reporter that prints,
+asks on the terminal and draws a tqdm bar, and the options objects built from parsed arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import signal
 import sys
-import time
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url
-from backfill.errors import AuthError, CheckpointError, ExitStatus, StrictError, UsageError
-from backfill.journal import Journal, PlannedEvent
-from backfill.plan import FILE, ROW, Plan
-from backfill.summary import duration_text, plan_summary
-from backfill.throttle import DEFAULT_LIMITS, Throttle, parse_rate_limit, rate_limit_argument
-from backfill.uploader import RESEND, SKIP, UploadOptions, Uploader, UploadResult
+from backfill import importer
+from backfill.client import TARGETS
+from backfill.errors import ExitStatus, UsageError
+from backfill.importer import KEY_ENV, PlanOptions, Reporter, UploadSettings
+from backfill.journal import Journal
+from backfill.summary import duration_text
+from backfill.throttle import Throttle, rate_limit_argument
+from backfill.uploader import RESEND, SKIP, Uploader
 
-KEY_ENV = "DEVGRID_API_KEY"
+
+def plan_options_from(args: argparse.Namespace) -> PlanOptions:
+    return PlanOptions(entity_id=args.entity_id, sets=tuple(args.sets), since=args.since, until=args.until)
+
+
+def upload_settings_from(args: argparse.Namespace) -> UploadSettings:
+    return UploadSettings(
+        batch_size=getattr(args, "batch_size", None) or importer.MAX_BATCH,
+        rate_limits=tuple(args.rate_limits) if args.rate_limits else None,
+        on_uncertain=getattr(args, "on_uncertain", None),
+        max_retries=getattr(args, "max_retries", importer.DEFAULT_MAX_RETRIES),
+        timeout=getattr(args, "timeout", importer.DEFAULT_TIMEOUT),
+    )
 
 
 # --------------------------------------------------------------------- arguments
@@ -69,106 +80,6 @@ def add_commands(commands: Any, plan_arguments: Callable[[argparse.ArgumentParse
 
 
 
-# --------------------------------------------------------------------- secrets and targets
-
-
-def read_api_key(key_file: str | None) -> str:
-    """The key from --api-key-file or $DEVGRID_API_KEY. Messages never contain it."""
-    if key_file:
-        try:
-            key = Path(key_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise AuthError(f"--api-key-file {key_file}: cannot read it ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise AuthError(f"--api-key-file {key_file}: not UTF-8 text") from None
-        if not key:
-            raise AuthError(f"--api-key-file {key_file}: the file is empty")
-        return check_api_key(key)
-    key = os.environ.get(KEY_ENV, "").strip()
-    if not key:
-        raise AuthError(f"no API key: set {KEY_ENV} or pass --api-key-file FILE")
-    return check_api_key(key)
-
-
-def resolve_target(target: str | None, base_url: str | None) -> tuple[str, str]:
-    if base_url:
-        return (target or "custom"), check_base_url(base_url)
-    if not target:
-        raise UsageError("say where to send: --target production|development (or --base-url URL)")
-    return target, TARGETS[target]
-
-
-# --------------------------------------------------------------------- checkpoint
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
-    return digest.hexdigest()
-
-
-def fingerprints(args: argparse.Namespace) -> dict[str, str]:
-    out = {f"input:{os.path.abspath(p)}": file_sha256(p) for p in args.inputs if os.path.isfile(p)}
-    if os.path.isfile(args.mapping):
-        out[f"mapping:{os.path.abspath(args.mapping)}"] = file_sha256(args.mapping)
-    return out
-
-
-def plan_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "entity_id": args.entity_id,
-        "set": sorted(f"{k}={v}" for k, v in args.sets),
-        "since": str(args.since) if args.since is not None else None,
-        "until": str(args.until) if args.until is not None else None,
-        "batch_size": args.batch_size,
-        "rate_limits": [str(limit) for limit in (args.rate_limits or DEFAULT_LIMITS)],
-        "on_uncertain": args.on_uncertain or RESEND,
-    }
-
-
-_SHAPING = ("entity_id", "set", "since", "until")
-
-
-def default_checkpoint(args: argparse.Namespace) -> str:
-    names = [os.path.abspath(args.mapping), *sorted(os.path.abspath(p) for p in args.inputs)]
-    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:10]
-    return f"backfill-{Path(args.mapping).stem}-{digest}.checkpoint"
-
-
-def describe_changes(old: dict[str, str], new: dict[str, str], old_opts: dict, new_opts: dict) -> list[str]:
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        name = key.split(":", 1)[1]
-        if key not in old:
-            changes.append(f"{name} is new")
-        elif key not in new:
-            changes.append(f"{name} is no longer given")
-        elif old[key] != new[key]:
-            changes.append(f"{name} changed")
-    for key in _SHAPING:
-        if old_opts.get(key) != new_opts.get(key):
-            changes.append(f"--{key.replace('_', '-')} was {old_opts.get(key)!r}, now {new_opts.get(key)!r}")
-    return changes
-
-
-def planned_events(plan: Plan) -> Iterator[PlannedEvent]:
-    events = plan.events
-    ids = plan.event_ids()
-    step = 50_000
-    for start in range(0, len(events), step):
-        part = events.iloc[start : start + step]
-        bodies = plan.bodies(start, start + step)
-        for seq, event_id, body, file_index, row, ts in zip(
-            range(start, start + len(part)), ids.iloc[start : start + step], bodies, part[FILE], part[ROW], part["timestamp"]
-        ):
-            yield PlannedEvent(event_id, seq, body, plan.files[int(file_index)], int(row), ts)
-
-
 # --------------------------------------------------------------------- progress
 
 
@@ -214,202 +125,66 @@ class TqdmProgress:
         self.bar.close()
 
 
+# --------------------------------------------------------------------- the terminal
+
+
+class ConsoleReporter(Reporter):
+    """Messages on stdout, failures on stderr, the confirmation on the terminal (or --yes), a tqdm bar."""
+
+    def __init__(self, assume_yes: bool = False):
+        self.assume_yes = assume_yes
+
+    def info(self, text: str) -> None:
+        print(text)
+
+    def error(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+    def confirm(self, question: str) -> bool:
+        if self.assume_yes:
+            return True
+        if not sys.stdin or not sys.stdin.isatty():
+            raise UsageError("no terminal to confirm on: add --yes to upload without asking")
+        answer = input(f"{question} [y/N] ").strip().lower()
+        return answer in ("y", "yes")
+
+    def progress(self, journal: Journal, uploader: Uploader) -> TqdmProgress:
+        return TqdmProgress(journal, lambda: uploader.throttle, lambda: uploader.batch_size)
+
+
 # --------------------------------------------------------------------- commands
 
 
-def _confirm(question: str, assume_yes: bool) -> bool:
-    if assume_yes:
-        return True
-    if not sys.stdin or not sys.stdin.isatty():
-        raise UsageError("no terminal to confirm on: add --yes to upload without asking")
-    answer = input(f"{question} [y/N] ").strip().lower()
-    return answer in ("y", "yes")
+def _exit_status(result: importer.ImportResult) -> int:
+    if result.upload is None:
+        return ExitStatus.OK
+    print(result.report)
+    return ExitStatus.OK if result.complete else ExitStatus.REJECTED
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from backfill.cli import plan_from_args
-
-    target, base_url = resolve_target(args.target, args.base_url)
-    api_key = read_api_key(args.api_key_file)
-    checkpoint = args.checkpoint or default_checkpoint(args)
-    prints = fingerprints(args)
-    options = plan_options(args)
-    print(f"Checkpoint: {checkpoint}")
-
-    if os.path.exists(checkpoint):
-        journal = Journal.open(checkpoint)
-        recorded = (journal.target, journal.base_url)
-        if recorded != (target, base_url):
-            journal.close()
-            raise CheckpointError(
-                f"{checkpoint} belongs to an import to {recorded[0]} ({recorded[1]}), not {target} ({base_url}); "
-                "use another --checkpoint for another target"
-            )
-        changes = describe_changes(journal.fingerprints, prints, journal.options, options)
-        if changes and not args.replan:
-            journal.close()
-            raise CheckpointError(
-                f"{checkpoint}: the import changed since it started ({'; '.join(changes)}); "
-                "rerun with --replan to add the new events (sent events are never resent), or use a new --checkpoint"
-            )
-        if changes or not journal.plan_complete:
-            _, plan = plan_from_args(args, for_import=True)
-            print(plan_summary(plan, batch_size=args.batch_size, limits=args.rate_limits or DEFAULT_LIMITS))
-            if args.strict and plan.report.invalid:
-                journal.close()
-                raise StrictError(f"{len(plan.report.invalid)} invalid rows and --strict is set; nothing was sent")
-            journal.set_fingerprints(prints, options)
-            change = journal.replan(planned_events(plan))
-            journal.set_invalid_count(len(plan.report.invalid))
-            print(
-                f"Replanned: {change['added']} new events, {change['updated']} pending events updated, "
-                f"{change['dropped']} pending events no longer planned dropped"
-            )
-            if change["changed_after_sending"]:
-                print(
-                    f"Note: {change['changed_after_sending']} events already sent (or rejected, or uncertain) differ "
-                    "in the new plan; they are not sent again (use a new --checkpoint to send a corrected copy)"
-                )
-        else:
-            print("Resuming the import recorded in the checkpoint (inputs and mapping unchanged).")
-    else:
-        _, plan = plan_from_args(args, for_import=True)
-        print(plan_summary(plan, batch_size=args.batch_size, limits=args.rate_limits or DEFAULT_LIMITS))
-        if args.strict and plan.report.invalid:
-            raise StrictError(f"{len(plan.report.invalid)} invalid rows and --strict is set; nothing was sent")
-        if not len(plan):
-            print("Nothing to send.")
-            return ExitStatus.OK
-        question = f"Send {len(plan)} events in {plan.requests(args.batch_size)} requests to {target} ({base_url})?"
-        if not _confirm(question, args.yes):
-            print("Nothing sent.")
-            return ExitStatus.OK
-        journal = Journal.create(checkpoint, target=target, base_url=base_url, fingerprints=prints, options=options)
-        journal.add_events(planned_events(plan))
-        journal.set_invalid_count(len(plan.report.invalid))
-    return _upload(journal, api_key, args, options)
+    result = importer.import_events(
+        args.inputs, args.mapping, target=args.target, base_url=args.base_url, api_key_file=args.api_key_file,
+        checkpoint=args.checkpoint, replan=args.replan, strict=args.strict, options=plan_options_from(args),
+        settings=upload_settings_from(args), invalid_out=args.invalid_out, reporter=ConsoleReporter(args.yes),
+    )
+    return _exit_status(result)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    journal = Journal.open(args.checkpoint)
-    try:
-        api_key = read_api_key(args.api_key_file)
-    except AuthError:
-        journal.close()
-        raise
-    if not journal.plan_complete:
-        journal.close()
-        raise CheckpointError(f"{args.checkpoint}: the plan was not stored completely; rerun the original import command")
-    options = dict(journal.options)
-    if args.rate_limits:
-        options["rate_limits"] = [str(limit) for limit in args.rate_limits]
-    print(f"Resuming {args.checkpoint} -> {journal.target} ({journal.base_url})")
-    return _upload(journal, api_key, args, options)
-
-
-def _upload(journal: Journal, api_key: str, args: argparse.Namespace, options: dict) -> int:
-    limits = [parse_rate_limit(text) for text in options.get("rate_limits") or [str(x) for x in DEFAULT_LIMITS]]
-    longest = max(limit.period for limit in limits)
-    throttle = Throttle(limits, history=journal.request_times(since=time.time() - longest))
-    upload_options = UploadOptions(
-        batch_size=int(options.get("batch_size") or 15),
-        on_uncertain=args.on_uncertain or options.get("on_uncertain") or RESEND,
-        max_retries=args.max_retries,
-    )
-    if journal.recovered_in_flight:
-        print(f"{journal.recovered_in_flight} events were in flight when the last run stopped: they are uncertain "
-              f"and will be {'resent (possibly duplicated)' if upload_options.on_uncertain == RESEND else 'skipped (possibly missing)'}")
-    client = EventsClient(journal.base_url, api_key, timeout=args.timeout)
-    uploader = Uploader(journal, client, throttle, upload_options)
-    remaining = journal.counts()
-    pending = remaining["pending"] + (remaining["uncertain"] if upload_options.on_uncertain == RESEND else 0)
-    print(f"To send: {pending} events; the rate limits ({', '.join(map(str, limits))}) allow it in about "
-          f"{duration_text(throttle.schedule_seconds(-(-pending // upload_options.batch_size)))}")
-    progress = TqdmProgress(journal, lambda: uploader.throttle, lambda: uploader.batch_size)
-    uploader.progress = progress
-    run_id = journal.start_run(time.time(), args.command)
-    outcome = "finished"
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        result = uploader.run()
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-        raise
-    except Exception as exc:
-        outcome = "key refused" if isinstance(exc, AuthError) else f"stopped: {exc}"
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        progress.close()
-        client.close()
-        journal.end_run(run_id, time.time(), outcome[:500])
-        if outcome != "finished":
-            print(_report(uploader.result), file=sys.stderr)
-            print(f"The checkpoint is intact. To continue: backfill resume {journal.path}", file=sys.stderr)
-        journal.close()
-    print(_report(result))
-    counts = result.counts
-    if counts["rejected"] or counts["possibly_missing"]:
-        return ExitStatus.REJECTED
-    return ExitStatus.OK
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _report(result: UploadResult) -> str:
-    counts = result.counts  # the checkpoint's counts, taken when the run ended (or stopped)
-    lines = [
-        f"This run: {result.events['sent']} events sent, {result.events['rejected']} rejected, "
-        f"{result.events['uncertain']} uncertain, {result.requests} requests, {result.rate_limited} answered 429, "
-        f"{duration_text(result.elapsed)}",
-        f"Import: {counts['sent']} sent, {counts['rejected']} rejected, {counts['uncertain']} uncertain, "
-        f"{counts['pending']} pending of {counts['planned']} planned ({counts['invalid']} invalid rows not planned)",
-    ]
-    if counts["possibly_duplicated"]:
-        lines.append(f"  {counts['possibly_duplicated']} events were resent after an uncertain attempt: possibly duplicated "
-                     "(backfill status CHECKPOINT lists them)")
-    if counts["possibly_missing"]:
-        lines.append(f"  {counts['possibly_missing']} uncertain events were not resent: possibly missing "
-                     "(backfill status CHECKPOINT lists them)")
-    if counts["rejected"]:
-        lines.append("  rejected events: backfill status CHECKPOINT --rejected FILE writes them with their reasons")
-    return "\n".join(lines)
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def status_document(journal: Journal) -> dict[str, Any]:
-    counts = journal.counts()
-    activity = journal.activity()
-    return {
-        "checkpoint": str(journal.path),
-        "target": journal.target,
-        "base_url": journal.base_url,
-        **counts,
-        "started_at": _iso(activity["created_at"]),
-        "first_request_at": _iso(activity["first_request_at"]),
-        "last_activity_at": _iso(activity["last_activity_at"]),
-        "uncertain_events": journal.uncertain_events(),
-        "runs": [{**run, "started_at": _iso(run["started_at"]), "ended_at": _iso(run["ended_at"])} for run in journal.runs()],
-    }
+    result = importer.resume(args.checkpoint, api_key_file=args.api_key_file, settings=upload_settings_from(args),
+                             reporter=ConsoleReporter())
+    return _exit_status(result)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    journal = Journal.open(args.checkpoint, read_only=True)
-    with journal:
-        doc = status_document(journal)
-        if args.rejected:
-            n = _write_lines(args.rejected, ({k: v for k, v in e.items()} for e in journal.rejected_events()))
-            print(f"Wrote {n} rejected events to {args.rejected}", file=sys.stderr if args.json else sys.stdout)
-        if args.sent:
-            rows = ({k: e[k] for k in ("event_id", "source_file", "source_row", "server_id")} for e in journal.sent_events())
-            n = _write_lines(args.sent, rows)
-            print(f"Wrote {n} sent events to {args.sent}", file=sys.stderr if args.json else sys.stdout)
+    result = importer.status(args.checkpoint, rejected_out=args.rejected, sent_out=args.sent)
+    notes = sys.stderr if args.json else sys.stdout
+    if result.rejected_written is not None:
+        print(f"Wrote {result.rejected_written} rejected events to {args.rejected}", file=notes)
+    if result.sent_written is not None:
+        print(f"Wrote {result.sent_written} sent events to {args.sent}", file=notes)
+    doc = result.document
     if args.json:
         print(json.dumps(doc, indent=2))
         return ExitStatus.OK
@@ -426,15 +201,3 @@ def cmd_status(args: argparse.Namespace) -> int:
     for run in doc["runs"][-5:]:
         print(f"Run {run['run_id']}: {run['started_at']} .. {run['ended_at'] or '(running or killed)'}: {run['outcome'] or '-'}")
     return ExitStatus.OK
-
-
-def _write_lines(path: str, rows: Iterator[dict]) -> int:
-    n = 0
-    try:
-        with open(path, "w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
-    return n

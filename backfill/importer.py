@@ -1,0 +1,605 @@
+"""The import flow as a library: plan -> checkpoint -> upload, resume, status.
+
+    plan / preview     inputs + mapping -> Plan (no network, no key)
+    import_events      plan -> checkpoint (create, or detect changes and replan) -> upload -> run record
+    resume             checkpoint -> upload the rest
+    status             checkpoint -> counts, uncertain events, runs
+
+Every function takes its options as keyword arguments in small validated objects (PlanOptions,
+UploadSettings) and reports through a Reporter, so that the CLI and a script share one code path:
+the CLI passes a reporter that prints and asks on the terminal, a script the default one that logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping as MappingType, Sequence
+
+import pandas as pd
+
+from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url
+from backfill.errors import AuthError, CheckpointError, StrictError, UsageError
+from backfill.events import MAX_BATCH
+from backfill.journal import Journal, PlannedEvent
+from backfill.mapping import load_mapping
+from backfill.plan import FILE, ROW, Plan, build_plan
+from backfill.summary import duration_text, first_payloads, plan_summary
+from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, parse_rate_limit
+from backfill.uploader import RESEND, SKIP, NullProgress, Progress, UploadOptions, Uploader, UploadResult
+
+KEY_ENV = "DEVGRID_API_KEY"
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_TIMEOUT = 30.0
+Paths = Sequence["str | os.PathLike[str]"]
+
+log = logging.getLogger("backfill")
+
+
+# --------------------------------------------------------------------- options
+
+
+def _utc(value: Any, name: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise UsageError(f"{name}: not a date: {value!r} (use YYYY-MM-DD or an ISO 8601 date-time)") from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanOptions:
+    """What shapes the events: a constant entityId and attributes, a date range (UTC, `until` exclusive)."""
+
+    entity_id: str | None = None
+    sets: tuple[tuple[str, str], ...] = ()  # (name, value) pairs; a dict is accepted
+    since: pd.Timestamp | None = None
+    until: pd.Timestamp | None = None
+
+    def __post_init__(self) -> None:
+        if self.entity_id is not None:
+            if not str(self.entity_id).strip():
+                raise UsageError("empty entity id; give the DevGrid entity's UUID or shortId")
+            object.__setattr__(self, "entity_id", str(self.entity_id).strip())
+        pairs = self.sets.items() if isinstance(self.sets, MappingType) else self.sets
+        clean = []
+        for name, value in pairs:
+            name, value = str(name).strip(), str(value).strip()
+            if not name:
+                raise UsageError(f"--set: empty attribute name (value {value!r})")
+            if not value:
+                raise UsageError(f"{name}: empty value; leave the --set out to send no {name}")
+            clean.append((name, value))
+        object.__setattr__(self, "sets", tuple(clean))
+        object.__setattr__(self, "since", _utc(self.since, "since"))
+        object.__setattr__(self, "until", _utc(self.until, "until"))
+
+    def check(self) -> None:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise UsageError(f"--since {self.since:%Y-%m-%d %H:%M:%S} is not before --until {self.until:%Y-%m-%d %H:%M:%S}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadSettings:
+    """How to send: batch size, rate limits (None: the API's, or as recorded when resuming), what to do
+    with events that may or may not have arrived (None: resend, or as recorded), retries and timeout."""
+
+    batch_size: int = MAX_BATCH
+    rate_limits: tuple[RateLimit, ...] | None = None
+    on_uncertain: str | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH:
+            raise UsageError(f"batch_size: must be between 1 and {MAX_BATCH} (the API's maximum), got {self.batch_size!r}")
+        if self.rate_limits is not None:
+            limits = tuple(parse_rate_limit(x) if isinstance(x, str) else x for x in self.rate_limits)
+            object.__setattr__(self, "rate_limits", limits or None)
+        if self.on_uncertain not in (None, RESEND, SKIP):
+            raise UsageError(f"on_uncertain: {self.on_uncertain!r} is neither {RESEND!r} nor {SKIP!r}")
+
+    @property
+    def limits(self) -> tuple[RateLimit, ...]:
+        return tuple(self.rate_limits or DEFAULT_LIMITS)
+
+
+class Reporter:
+    """Where the flow's messages, its one question and its progress go. This default logs to the
+    `backfill` logger, answers yes (calling import_events is the decision) and shows no progress."""
+
+    def info(self, text: str) -> None:
+        log.info("%s", text)
+
+    def error(self, text: str) -> None:
+        log.warning("%s", text)
+
+    def confirm(self, question: str) -> bool:
+        return True
+
+    def progress(self, journal: Journal, uploader: Uploader) -> Progress:
+        return NullProgress()
+
+
+# --------------------------------------------------------------------- plan and preview
+
+
+def plan_import(
+    inputs: Paths,
+    mapping: str | os.PathLike[str],
+    *,
+    options: PlanOptions | None = None,
+    invalid_out: str | os.PathLike[str] | None = None,
+) -> Plan:
+    """Read the inputs, apply the mapping and return the Plan: the events to send and the report of
+    every row not planned. No network. `invalid_out` writes each invalid row (JSON Lines)."""
+    return _plan(inputs, mapping, options or PlanOptions(), invalid_out)
+
+
+def _plan(inputs: Paths, mapping: Any, options: PlanOptions, invalid_out: Any, *, for_import: bool = False) -> Plan:
+    options.check()
+    rules = load_mapping(mapping).with_overrides(options.entity_id, dict(options.sets))
+    result = build_plan([str(p) for p in inputs], rules, since=options.since, until=options.until, with_row_hashes=for_import)
+    if invalid_out:
+        write_invalid(result, invalid_out)
+    return result
+
+
+@dataclass
+class Preview:
+    """What `preview` found: the plan, its summary and first payloads as text, and what it wrote."""
+
+    plan: Plan
+    summary: str
+    payloads: str
+    requests_written: int | None = None
+
+
+def preview(
+    inputs: Paths,
+    mapping: str | os.PathLike[str],
+    *,
+    options: PlanOptions | None = None,
+    settings: UploadSettings | None = None,
+    show: int = 1,
+    out: str | os.PathLike[str] | None = None,
+    invalid_out: str | os.PathLike[str] | None = None,
+) -> Preview:
+    """Plan the import and describe it: summary, the first `show` request bodies, and with `out` every
+    request body exactly as it would be POSTed, one per line."""
+    settings = settings or UploadSettings()
+    result = plan_import(inputs, mapping, options=options, invalid_out=invalid_out)
+    summary = plan_summary(result, batch_size=settings.batch_size, limits=settings.limits)
+    payloads = first_payloads(result, requests=show, batch_size=settings.batch_size) if show > 0 else ""
+    written = write_request_bodies(result, out, settings.batch_size) if out else None
+    return Preview(result, summary, payloads, written)
+
+
+def check_strict(plan: Plan, strict: bool, *, sent: bool = False) -> None:
+    """Raise StrictError when `strict` and some rows are invalid."""
+    if strict and plan.report.invalid:
+        tail = "nothing was sent" if sent else "fix them or drop --strict"
+        raise StrictError(f"{len(plan.report.invalid)} invalid rows and --strict is set; {tail}")
+
+
+def write_invalid(plan: Plan, path: str | os.PathLike[str]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            for row in plan.report.invalid:
+                out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--invalid-out {path}: cannot write: {exc.strerror}") from None
+
+
+def write_request_bodies(plan: Plan, path: str | os.PathLike[str], batch_size: int) -> int:
+    """Write every request body, one per line, to a temporary file then move it in place."""
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.partial")
+    count = 0
+    try:
+        with open(temp, "wb") as out:
+            for requests, block in plan.request_blocks(batch_size):
+                out.write(block)
+                count += requests
+        temp.replace(target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise UsageError(f"--out {path}: cannot write: {exc.strerror}") from None
+    return count
+
+
+# --------------------------------------------------------------------- secrets and targets
+
+
+def read_api_key(key_file: str | os.PathLike[str] | None = None) -> str:
+    """The key from `key_file` or $DEVGRID_API_KEY. Messages never contain it."""
+    if key_file:
+        try:
+            key = Path(key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AuthError(f"--api-key-file {key_file}: cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise AuthError(f"--api-key-file {key_file}: not UTF-8 text") from None
+        if not key:
+            raise AuthError(f"--api-key-file {key_file}: the file is empty")
+        return check_api_key(key)
+    key = os.environ.get(KEY_ENV, "").strip()
+    if not key:
+        raise AuthError(f"no API key: set {KEY_ENV} or pass --api-key-file FILE")
+    return check_api_key(key)
+
+
+def _key(api_key: str | None, api_key_file: Any) -> str:
+    return check_api_key(api_key) if api_key is not None else read_api_key(api_key_file)
+
+
+def resolve_target(target: str | None, base_url: str | None) -> tuple[str, str]:
+    if base_url:
+        return (target or "custom"), check_base_url(base_url)
+    if not target:
+        raise UsageError("say where to send: --target production|development (or --base-url URL)")
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}: use {' or '.join(sorted(TARGETS))}, or a base URL")
+    return target, TARGETS[target]
+
+
+# --------------------------------------------------------------------- checkpoint
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    return digest.hexdigest()
+
+
+def fingerprints(inputs: Iterable[str], mapping: str) -> dict[str, str]:
+    out = {f"input:{os.path.abspath(p)}": file_sha256(p) for p in inputs if os.path.isfile(p)}
+    if os.path.isfile(mapping):
+        out[f"mapping:{os.path.abspath(mapping)}"] = file_sha256(mapping)
+    return out
+
+
+def plan_options(options: PlanOptions, settings: UploadSettings) -> dict[str, Any]:
+    """The options recorded in the checkpoint (the shaping ones are compared on the next run)."""
+    return {
+        "entity_id": options.entity_id,
+        "set": sorted(f"{k}={v}" for k, v in options.sets),
+        "since": str(options.since) if options.since is not None else None,
+        "until": str(options.until) if options.until is not None else None,
+        "batch_size": settings.batch_size,
+        "rate_limits": [str(limit) for limit in settings.limits],
+        "on_uncertain": settings.on_uncertain or RESEND,
+    }
+
+
+_SHAPING = ("entity_id", "set", "since", "until")
+
+
+def default_checkpoint(inputs: Iterable[str], mapping: str) -> str:
+    names = [os.path.abspath(mapping), *sorted(os.path.abspath(p) for p in inputs)]
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:10]
+    return f"backfill-{Path(mapping).stem}-{digest}.checkpoint"
+
+
+def describe_changes(old: dict[str, str], new: dict[str, str], old_opts: dict, new_opts: dict) -> list[str]:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        name = key.split(":", 1)[1]
+        if key not in old:
+            changes.append(f"{name} is new")
+        elif key not in new:
+            changes.append(f"{name} is no longer given")
+        elif old[key] != new[key]:
+            changes.append(f"{name} changed")
+    for key in _SHAPING:
+        if old_opts.get(key) != new_opts.get(key):
+            changes.append(f"--{key.replace('_', '-')} was {old_opts.get(key)!r}, now {new_opts.get(key)!r}")
+    return changes
+
+
+def planned_events(plan: Plan) -> Iterator[PlannedEvent]:
+    events = plan.events
+    ids = plan.event_ids()
+    step = 50_000
+    for start in range(0, len(events), step):
+        part = events.iloc[start : start + step]
+        bodies = plan.bodies(start, start + step)
+        for seq, event_id, body, file_index, row, ts in zip(
+            range(start, start + len(part)), ids.iloc[start : start + step], bodies, part[FILE], part[ROW], part["timestamp"]
+        ):
+            yield PlannedEvent(event_id, seq, body, plan.files[int(file_index)], int(row), ts)
+
+
+# --------------------------------------------------------------------- import and resume
+
+
+@dataclass
+class ImportResult:
+    """How an import or resume ended. `upload` is None when nothing was sent (nothing planned, or
+    the confirmation was declined)."""
+
+    checkpoint: str
+    upload: UploadResult | None = None
+    declined: bool = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.upload.counts if self.upload else {}
+
+    @property
+    def complete(self) -> bool:
+        """True unless the server rejected events or uncertain events were skipped (possibly missing)."""
+        return not (self.counts.get("rejected") or self.counts.get("possibly_missing"))
+
+    @property
+    def report(self) -> str:
+        return upload_report(self.upload) if self.upload else ""
+
+
+def import_events(
+    inputs: Paths,
+    mapping: str | os.PathLike[str],
+    *,
+    target: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    api_key_file: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    replan: bool = False,
+    strict: bool = False,
+    options: PlanOptions | None = None,
+    settings: UploadSettings | None = None,
+    invalid_out: str | os.PathLike[str] | None = None,
+    reporter: Reporter | None = None,
+) -> ImportResult:
+    """Plan and upload with a checkpoint. Run it again with the same arguments to resume; if the
+    inputs, mapping or shaping options changed, `replan=True` adds the new events (sent events are
+    never resent). The key is `api_key`, else read from `api_key_file`, else $DEVGRID_API_KEY."""
+    options = options or PlanOptions()
+    settings = settings or UploadSettings()
+    reporter = reporter or Reporter()
+    inputs = [str(p) for p in inputs]
+    mapping = str(mapping)
+    target, base_url = resolve_target(target, base_url)
+    key = _key(api_key, api_key_file)
+    checkpoint = str(checkpoint) if checkpoint else default_checkpoint(inputs, mapping)
+    prints = fingerprints(inputs, mapping)
+    recorded_options = plan_options(options, settings)
+    reporter.info(f"Checkpoint: {checkpoint}")
+
+    def make_plan() -> Plan:
+        result = _plan(inputs, mapping, options, invalid_out, for_import=True)
+        reporter.info(plan_summary(result, batch_size=settings.batch_size, limits=settings.limits))
+        return result
+
+    if os.path.exists(checkpoint):
+        journal = Journal.open(checkpoint)
+        recorded = (journal.target, journal.base_url)
+        if recorded != (target, base_url):
+            journal.close()
+            raise CheckpointError(
+                f"{checkpoint} belongs to an import to {recorded[0]} ({recorded[1]}), not {target} ({base_url}); "
+                "use another --checkpoint for another target"
+            )
+        changes = describe_changes(journal.fingerprints, prints, journal.options, recorded_options)
+        if changes and not replan:
+            journal.close()
+            raise CheckpointError(
+                f"{checkpoint}: the import changed since it started ({'; '.join(changes)}); "
+                "rerun with --replan to add the new events (sent events are never resent), or use a new --checkpoint"
+            )
+        if changes or not journal.plan_complete:
+            try:
+                new_plan = make_plan()
+                check_strict(new_plan, strict, sent=True)
+            except BaseException:
+                journal.close()
+                raise
+            journal.set_fingerprints(prints, recorded_options)
+            change = journal.replan(planned_events(new_plan))
+            journal.set_invalid_count(len(new_plan.report.invalid))
+            reporter.info(
+                f"Replanned: {change['added']} new events, {change['updated']} pending events updated, "
+                f"{change['dropped']} pending events no longer planned dropped"
+            )
+            if change["changed_after_sending"]:
+                reporter.info(
+                    f"Note: {change['changed_after_sending']} events already sent (or rejected, or uncertain) differ "
+                    "in the new plan; they are not sent again (use a new --checkpoint to send a corrected copy)"
+                )
+        else:
+            reporter.info("Resuming the import recorded in the checkpoint (inputs and mapping unchanged).")
+    else:
+        new_plan = make_plan()
+        check_strict(new_plan, strict, sent=True)
+        if not len(new_plan):
+            reporter.info("Nothing to send.")
+            return ImportResult(checkpoint)
+        question = f"Send {len(new_plan)} events in {new_plan.requests(settings.batch_size)} requests to {target} ({base_url})?"
+        if not reporter.confirm(question):
+            reporter.info("Nothing sent.")
+            return ImportResult(checkpoint, declined=True)
+        journal = Journal.create(checkpoint, target=target, base_url=base_url, fingerprints=prints, options=recorded_options)
+        journal.add_events(planned_events(new_plan))
+        journal.set_invalid_count(len(new_plan.report.invalid))
+    return ImportResult(checkpoint, _upload(journal, key, settings, recorded_options, "import", reporter))
+
+
+def resume(
+    checkpoint: str | os.PathLike[str],
+    *,
+    api_key: str | None = None,
+    api_key_file: str | os.PathLike[str] | None = None,
+    settings: UploadSettings | None = None,
+    reporter: Reporter | None = None,
+) -> ImportResult:
+    """Continue an import from its checkpoint, with the plan and options it recorded (no re-planning).
+    `settings.rate_limits`, `on_uncertain`, `max_retries` and `timeout` override; batch size is as recorded."""
+    settings = settings or UploadSettings()
+    reporter = reporter or Reporter()
+    journal = Journal.open(checkpoint)
+    try:
+        key = _key(api_key, api_key_file)
+    except AuthError:
+        journal.close()
+        raise
+    if not journal.plan_complete:
+        journal.close()
+        raise CheckpointError(f"{checkpoint}: the plan was not stored completely; rerun the original import command")
+    options = dict(journal.options)
+    if settings.rate_limits:
+        options["rate_limits"] = [str(limit) for limit in settings.rate_limits]
+    reporter.info(f"Resuming {checkpoint} -> {journal.target} ({journal.base_url})")
+    return ImportResult(str(checkpoint), _upload(journal, key, settings, options, "resume", reporter))
+
+
+def _upload(journal: Journal, api_key: str, settings: UploadSettings, options: dict, command: str,
+            reporter: Reporter) -> UploadResult:
+    limits = [parse_rate_limit(text) for text in options.get("rate_limits") or [str(x) for x in DEFAULT_LIMITS]]
+    longest = max(limit.period for limit in limits)
+    throttle = Throttle(limits, history=journal.request_times(since=time.time() - longest))
+    upload_options = UploadOptions(
+        batch_size=int(options.get("batch_size") or 15),
+        on_uncertain=settings.on_uncertain or options.get("on_uncertain") or RESEND,
+        max_retries=settings.max_retries,
+    )
+    if journal.recovered_in_flight:
+        reporter.info(f"{journal.recovered_in_flight} events were in flight when the last run stopped: they are uncertain "
+                      f"and will be {'resent (possibly duplicated)' if upload_options.on_uncertain == RESEND else 'skipped (possibly missing)'}")
+    client = EventsClient(journal.base_url, api_key, timeout=settings.timeout)
+    uploader = Uploader(journal, client, throttle, upload_options)
+    remaining = journal.counts()
+    pending = remaining["pending"] + (remaining["uncertain"] if upload_options.on_uncertain == RESEND else 0)
+    reporter.info(f"To send: {pending} events; the rate limits ({', '.join(map(str, limits))}) allow it in about "
+                  f"{duration_text(throttle.schedule_seconds(-(-pending // upload_options.batch_size)))}")
+    progress = reporter.progress(journal, uploader)
+    uploader.progress = progress
+    run_id = journal.start_run(time.time(), command)
+    outcome = "finished"
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if on_main_thread else None
+    if on_main_thread:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = uploader.run()
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise
+    except Exception as exc:
+        outcome = "key refused" if isinstance(exc, AuthError) else f"stopped: {exc}"
+        raise
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        close = getattr(progress, "close", None)
+        if close is not None:
+            close()
+        client.close()
+        journal.end_run(run_id, time.time(), outcome[:500])
+        if outcome != "finished":
+            reporter.error(upload_report(uploader.result))
+            reporter.error(f"The checkpoint is intact. To continue: backfill resume {journal.path}")
+        journal.close()
+    return result
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def upload_report(result: UploadResult) -> str:
+    counts = result.counts  # the checkpoint's counts, taken when the run ended (or stopped)
+    lines = [
+        f"This run: {result.events['sent']} events sent, {result.events['rejected']} rejected, "
+        f"{result.events['uncertain']} uncertain, {result.requests} requests, {result.rate_limited} answered 429, "
+        f"{duration_text(result.elapsed)}",
+        f"Import: {counts['sent']} sent, {counts['rejected']} rejected, {counts['uncertain']} uncertain, "
+        f"{counts['pending']} pending of {counts['planned']} planned ({counts['invalid']} invalid rows not planned)",
+    ]
+    if counts["possibly_duplicated"]:
+        lines.append(f"  {counts['possibly_duplicated']} events were resent after an uncertain attempt: possibly duplicated "
+                     "(backfill status CHECKPOINT lists them)")
+    if counts["possibly_missing"]:
+        lines.append(f"  {counts['possibly_missing']} uncertain events were not resent: possibly missing "
+                     "(backfill status CHECKPOINT lists them)")
+    if counts["rejected"]:
+        lines.append("  rejected events: backfill status CHECKPOINT --rejected FILE writes them with their reasons")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- status
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_document(journal: Journal) -> dict[str, Any]:
+    counts = journal.counts()
+    activity = journal.activity()
+    return {
+        "checkpoint": str(journal.path),
+        "target": journal.target,
+        "base_url": journal.base_url,
+        **counts,
+        "started_at": _iso(activity["created_at"]),
+        "first_request_at": _iso(activity["first_request_at"]),
+        "last_activity_at": _iso(activity["last_activity_at"]),
+        "uncertain_events": journal.uncertain_events(),
+        "runs": [{**run, "started_at": _iso(run["started_at"]), "ended_at": _iso(run["ended_at"])} for run in journal.runs()],
+    }
+
+
+@dataclass
+class Status:
+    """Where an import stands (`document` is what `status --json` prints), and what was written."""
+
+    document: dict[str, Any]
+    rejected_written: int | None = None
+    sent_written: int | None = None
+
+
+def status(
+    checkpoint: str | os.PathLike[str],
+    *,
+    rejected_out: str | os.PathLike[str] | None = None,
+    sent_out: str | os.PathLike[str] | None = None,
+) -> Status:
+    """Read a checkpoint (read-only): counts, uncertain events, runs. `rejected_out` writes the rejected
+    events with source and reason, `sent_out` each sent event's source row and server id (JSON Lines)."""
+    journal = Journal.open(checkpoint, read_only=True)
+    with journal:
+        result = Status(status_document(journal))
+        if rejected_out:
+            result.rejected_written = _write_lines(rejected_out, (dict(e) for e in journal.rejected_events()))
+        if sent_out:
+            rows = ({k: e[k] for k in ("event_id", "source_file", "source_row", "server_id")} for e in journal.sent_events())
+            result.sent_written = _write_lines(sent_out, rows)
+    return result
+
+
+def _write_lines(path: str | os.PathLike[str], rows: Iterator[dict]) -> int:
+    n = 0
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+    return n
