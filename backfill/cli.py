@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_arguments(preview)
     preview.add_argument("--out", metavar="FILE", help="write every request body, one {\"events\": [...]} per line")
     preview.add_argument("--show", type=int, default=1, metavar="N", help="pretty-print the first N requests (default 1, 0 for none)")
+    preview.add_argument("--report", metavar="FILE", help="write the history and warnings: FILE.html (a page with charts) or FILE.json")
     preview.set_defaults(handler=cmd_preview)
 
     check = commands.add_parser("check-mapping", help="validate a mapping file alone",
@@ -100,17 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    from backfill import report  # pandas and matplotlib load only for the commands that need them
+
+    if args.report:
+        report.check_report_path(args.report)
     result = importer.preview(
         args.inputs, args.mapping, options=upload_cli.plan_options_from(args),
         settings=upload_cli.upload_settings_from(args), show=args.show, out=args.out, invalid_out=args.invalid_out,
     )
     print(result.summary)
+    history = report.build(result.plan)
+    print(report.history_text(history, report_path=args.report))
     if args.show > 0:
         print(result.payloads)
     if args.out:
         print(f"Wrote {result.requests_written} request bodies ({len(result.plan)} events) to {args.out}")
     if args.invalid_out:
         print(f"Wrote {len(result.plan.report.invalid)} invalid rows to {args.invalid_out}")
+    if args.report:
+        report.write_report(history, args.report)
+        print(f"Wrote the report to {args.report}")
     importer.check_strict(result.plan, args.strict)
     return ExitStatus.OK
 

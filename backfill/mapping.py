@@ -16,12 +16,14 @@ from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, STATUS_VALUES, closest
 from backfill.patterns import PatternError, check_pattern
 from backfill.readers import FORMATS, SourceConfig
 
-TOP_KEYS = ("source", "entityId", "timestamp", "attributes", "filter", "dedupe")
+TOP_KEYS = ("source", "entityId", "timestamp", "attributes", "filter", "dedupe", "report")
 SOURCE_KEYS = ("format", "delimiter", "encoding", "records", "timezone", "repo_url_matches")
 RULE_KEYS = ("from", "value", "template", "lookup", "default", "format", "unit", "timezone")
 TIME_ONLY_KEYS = ("format", "unit", "timezone")
 FILTER_OPS = ("in", "not_in", "matches")
 UNITS = ("s", "ms")
+REPORT_KEYS = ("commit_time", "build")
+REPORT_RULE_KEYS = ("from", "format", "unit", "timezone")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,18 @@ class FilterRule:
 
 
 @dataclass(frozen=True)
+class ReportRules:
+    """The optional `report:` section: source fields the preview report reads. Never sent."""
+
+    commit_time: FieldRule | None = None  # when the deployed commit was made (lead time)
+    build: tuple[str, ...] = ()  # fields that together name one build (job and number, run id)
+
+    @property
+    def fields(self) -> set[str]:
+        return {*(self.commit_time.fields if self.commit_time else ()), *self.build}
+
+
+@dataclass(frozen=True)
 class Mapping:
     path: str
     source: SourceConfig
@@ -71,6 +85,7 @@ class Mapping:
     attributes: dict[str, FieldRule] = field(default_factory=dict)
     filters: tuple[FilterRule, ...] = ()
     dedupe: tuple[str, ...] = ()
+    report: ReportRules = field(default_factory=ReportRules)
 
     def with_overrides(self, entity_id: str | None, sets: dict[str, str]) -> "Mapping":
         """The mapping with command-line constants (--entity-id, --set NAME=VALUE) in place."""
@@ -100,6 +115,7 @@ class Mapping:
             out.update(rule.fields)
         out.update(f.field for f in self.filters)
         out.update(self.dedupe)
+        out.update(self.report.fields)
         return out
 
     def rules(self) -> list[FieldRule]:
@@ -294,7 +310,26 @@ def parse_mapping(text: str, path: str = "<mapping>") -> Mapping:
     dedupe: tuple[str, ...] = ()
     if "dedupe" in sections:
         dedupe = _str_list(sections["dedupe"][1], err, "dedupe")
-    return Mapping(path, source, entity, timestamp, attributes, tuple(filters), dedupe)
+    report = _report(sections["report"][1], err) if "report" in sections else ReportRules()
+    return Mapping(path, source, entity, timestamp, attributes, tuple(filters), dedupe, report)
+
+
+def _report(node: yaml.Node, err: _Err) -> ReportRules:
+    """`report: {commit_time: FIELD-RULE, build: [FIELD, ...]}`: read by the preview report only."""
+    parts: dict[str, Any] = {}
+    for name, knode, vnode in _pairs(node, err, "report"):
+        if name not in REPORT_KEYS:
+            raise err(knode, "report: " + _unknown(name, REPORT_KEYS, ""))
+        if name == "build":
+            parts["build"] = _str_list(vnode, err, "report.build")
+            continue
+        if isinstance(vnode, yaml.MappingNode):
+            for key, kn, _ in _pairs(vnode, err, "report.commit_time"):
+                if key not in REPORT_RULE_KEYS:
+                    raise err(kn, f"report.commit_time: {key!r} is not used here (the report only reads the "
+                                  f"field); give {', '.join(REPORT_RULE_KEYS)}")
+        parts["commit_time"] = _rule(vnode, err, "report.commit_time", is_time=True)
+    return ReportRules(**parts)
 
 
 def _source(section: tuple[yaml.Node, yaml.Node] | None, err: _Err) -> SourceConfig:

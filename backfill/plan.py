@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from backfill import source_facts
 from backfill.errors import MappingError
 from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.mapping import FieldRule, Mapping, template_fields
@@ -34,6 +35,8 @@ TS = "_ts"
 KEY = "_key"
 ROW_HASH = "_row_hash"
 VALID = "_valid"
+COMMIT_TS = "_commit_ts"  # the mapping's report.commit_time, parsed (the report's lead time; never sent)
+BUILD = "_build"  # the mapping's report.build fields joined by \x1f (never sent)
 REASON_LIMIT = 20
 
 
@@ -61,6 +64,7 @@ class PlanReport:
     empty: int = 0  # CSV rows without any value
     invalid: list[InvalidRow] = field(default_factory=list)
     planned: int = 0
+    facts: dict[str, dict] = field(default_factory=dict)  # path -> what the report needs of the file as a whole
 
     @property
     def rows_read(self) -> int:
@@ -84,6 +88,7 @@ class Plan:
     report: PlanReport
     keys: pd.Series | None = None  # the dedupe key per event (values joined by \x1f), with dedupe
     row_hashes: np.ndarray | None = None  # hash of each event's source row, when planned for import
+    folded: pd.DataFrame | None = None  # with dedupe: the rows of every key seen twice (kept and folded)
     _ids: pd.Series | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -386,6 +391,13 @@ def map_chunk(
         # with an empty part is null: such a row is never folded into another.
         parts = [arrow_text(chunk.text(k)) for k in mapping.dedupe]
         out[KEY] = pd.Series(pc.binary_join_element_wise(*parts, "\x1f"), index=chunk.frame.index, dtype=TEXT)
+    if mapping.report.commit_time is not None:  # read for the report only: an unreadable one is no row error
+        rule = mapping.report.commit_time
+        out[COMMIT_TS], _ = parse_datetimes(chunk.value(rule), timezone=rule.timezone or mapping.source.timezone,
+                                            fmt=rule.format, unit=rule.unit, label=rule.key)
+    if mapping.report.build:
+        parts = [arrow_text(chunk.text(k)) for k in mapping.report.build]
+        out[BUILD] = pd.Series(pc.binary_join_element_wise(*parts, "\x1f"), index=chunk.frame.index, dtype=TEXT)
     if hashes is not None:
         out[ROW_HASH] = hashes
     out[FILE] = file_index
@@ -432,6 +444,7 @@ def build_plan(
             rows += len(frame) + len(chunk.bad) + chunk.empty
             good += len(frame)
             report.empty += chunk.empty
+            source_facts.observe(report.facts.setdefault(path, {}), mapping.source.format, chunk)
             seen.update(frame.columns)
             if mapping.source.format == "csv":
                 _check_fields(mapping, seen, path)
@@ -462,11 +475,17 @@ def build_plan(
             inside &= (ts < until).to_numpy()
         report.outside_range = int((keep & ~inside).sum())  # of the valid rows
         keep &= inside
+    folded = None
     if mapping.dedupe:
         dup = np.zeros(len(events), dtype=bool)
         keyed = keep & events[KEY].notna().to_numpy()
         dup[keyed] = events[KEY][keyed].duplicated(keep="first").to_numpy()
         report.duplicates = int(dup.sum())
+        if report.duplicates:  # for the report: did the folded rows say the same as the kept ones?
+            twice = np.zeros(len(events), dtype=bool)
+            twice[keyed] = events[KEY][keyed].duplicated(keep=False).to_numpy()
+            folded = events.loc[twice, [c for c in (KEY, TS, "env", "status", "build_commit_sha", FILE, ROW)
+                                        if c in events.columns]].reset_index(drop=True)
         keep &= ~dup
     rows = np.flatnonzero(keep)
     order = rows[np.argsort(events[TS].array.asi8[rows], kind="stable")]
@@ -483,7 +502,7 @@ def build_plan(
         if name in events.columns:
             events[name] = events[name].astype("category")
     report.planned = len(events)
-    return Plan(mapping, files, events, report, keys, hashes)
+    return Plan(mapping, files, events, report, keys, hashes, folded=folded)
 
 
 def _take_columns(columns: dict[str, pd.Series], order: np.ndarray) -> pd.DataFrame:

@@ -63,7 +63,8 @@ def test_sample_preview_summary(run_cli):
     ]
     assert lines[: len(expected_head)] == expected_head
     assert lines[len(expected_head)].startswith("Requests: 2 (batches of up to 15); at the rate limits (100/min, 1500/h)")
-    assert lines[len(expected_head) + 1] == "Request 1 of 2 (15 events):"
+    assert lines[len(expected_head) + 1] == "History (what DevGrid will show; ISO weeks and months in UTC):"
+    assert lines[lines.index("Warnings: 1") + 4] == "Request 1 of 2 (15 events):"  # History and Warnings: test_report
     assert lines[-1] == "  ... and 12 more events in this request"
 
 

@@ -120,7 +120,7 @@ def test_every_documented_attribute_is_accepted():
         # top-level keys
         ("timestamp: t\nentityid: a\n", "m.yaml, line 2: unknown key 'entityid'; did you mean 'entityId'?"),
         ("timestamp: t\nattribute:\n  env: e\n", "m.yaml, line 2: unknown key 'attribute'; did you mean 'attributes'?"),
-        ("timestamp: t\nzzz: 1\n", "m.yaml, line 2: unknown key 'zzz'; valid keys: source, entityId, timestamp, attributes, filter, dedupe"),
+        ("timestamp: t\nzzz: 1\n", "m.yaml, line 2: unknown key 'zzz'; valid keys: source, entityId, timestamp, attributes, filter, dedupe, report"),
         ("timestamp: t\ntimestamp: u\n", "m.yaml, line 2: timestamp: given twice"),
         ("entityId: x\n", "m.yaml: no timestamp rule; add e.g. `timestamp: {from: finished_at}`"),
         # rules

@@ -49,6 +49,7 @@ class RowChunk:
     unit: str = "row"  # how `_row` counts: "row" (CSV, header is row 1), "line" (NDJSON), "record"
     bad: list[BadRow] = field(default_factory=list)
     empty: int = 0  # rows with no value at all (a spreadsheet's trailing `,,,` rows), counted not mapped
+    facts: dict[str, Any] = field(default_factory=dict)  # about the file as a whole, for the preview report
 
 
 def scalar_text(value: Any) -> str | None:

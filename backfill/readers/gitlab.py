@@ -114,10 +114,14 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     """Rows of GitLab deployments from one file (see the module docstring)."""
     text = read_text(path, source.encoding)
     items: list[tuple[dict[str, str | None] | None, BadRow | None]] = []
+    pages: list[int] = []  # records per top-level array: the report looks for a full last page
     for value in iter_json_values(text, path):
+        pages += [len(value)] if isinstance(value, list) else []
         _collect(value, items)
     reject_if_nothing_read(path, items, "GitLab deployments")
-    yield from rows_to_chunks(items)
+    for number, chunk in enumerate(rows_to_chunks(items)):
+        chunk.facts = {"gitlab_pages": pages} if number == 0 else {}
+        yield chunk
 
 
 def _collect(node: Any, items: list[tuple[dict[str, str | None] | None, BadRow | None]]) -> None:
