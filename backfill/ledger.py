@@ -135,14 +135,54 @@ def default_ledger_path(base_url: str, kid: str, environ: Mapping[str, str] = os
     override = environ.get(LEDGER_ENV, "").strip()
     if override:
         return Path(override).expanduser()
+    parts = urlsplit(base_url)
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", parts.hostname or "target").strip("-") or "target"
+    if parts.port:
+        slug += f"-{parts.port}"
+    return ledger_dir() / f"{slug}-{kid[:16]}.sqlite"
+
+
+def ledger_dir() -> Path:
     import platformdirs
 
-    host = urlsplit(base_url).hostname or "target"
-    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", host).strip("-") or "target"
-    port = urlsplit(base_url).port
-    if port:
-        slug += f"-{port}"
-    return Path(platformdirs.user_state_dir("devgrid-backfill")) / "ledgers" / f"{slug}-{kid[:16]}.sqlite"
+    return Path(platformdirs.user_state_dir("devgrid-backfill")) / "ledgers"
+
+
+def open_for(base_url: str, api_key: str, *, path: str | os.PathLike[str] | None = None) -> Ledger:
+    """The ledger of this target and key: `path`, else $BACKFILL_LEDGER, else the default place."""
+    kid = key_id(base_url, api_key)
+    return Ledger.open(Path(path) if path else default_ledger_path(base_url, kid), base_url=base_url, key_id=kid)
+
+
+def all_ledgers() -> list[Path]:
+    """The ledgers in the default place (and $BACKFILL_LEDGER), for `ledger show` without a target."""
+    found = sorted(ledger_dir().glob("*.sqlite")) if ledger_dir().is_dir() else []
+    override = os.environ.get(LEDGER_ENV, "").strip()
+    if override and Path(override).expanduser().exists():
+        found.insert(0, Path(override).expanduser())
+    return found
+
+
+def import_file(source: str | os.PathLike[str], *, path: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, int]]:
+    """Merge a `ledger export` file into the ledger it belongs to (its header names target and key id)."""
+    try:
+        with open(source, encoding="utf-8") as handle:
+            first = handle.readline()
+            try:
+                header = json.loads(first)
+            except ValueError:
+                header = None
+            if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+                raise LedgerError(f"{source}: not a `backfill ledger export` file (line 1 has no ledger header)")
+            base_url, kid = str(header.get("base_url")), str(header.get("key_id"))
+            target = Path(path) if path else default_ledger_path(base_url, kid)
+            handle.seek(0)
+            with Ledger.open(target, base_url=base_url, key_id=kid) as ledger:
+                return target, ledger.import_lines(handle, str(source))
+    except OSError as exc:
+        raise LedgerError(f"{source}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise LedgerError(f"{source}: not UTF-8 text; is this a `backfill ledger export` file?") from None
 
 
 def _boot() -> tuple[str, float]:

@@ -22,6 +22,16 @@ def write_file(tmp_path: Path, name: str, text: str | bytes, *, encoding: str = 
     return path
 
 
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own user state directory, so the per-target ledgers of one test (and of the
+    subprocesses it starts) never meet another's, nor the ledgers of the machine's user."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.delenv("BACKFILL_LEDGER", raising=False)
+    return state
+
+
 @pytest.fixture
 def write() -> Callable[..., Path]:
     """`write(tmp_path, name, text)` -> the path written."""
