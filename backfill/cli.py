@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from backfill import __version__, importer, sandbox, upload_cli
+from backfill import __version__, importer, ledger_cli, sandbox, upload_cli
 from backfill.errors import BackfillError, ExitStatus, UsageError
 from backfill.events import MAX_BATCH
 from backfill.mapping import load_mapping
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_check_mapping)
 
     upload_cli.add_commands(commands, _plan_arguments)
+    ledger_cli.add_commands(commands, upload_cli.target_arguments)
 
     box = commands.add_parser("sandbox", help="run a local Events API to rehearse an import",
                               description="A local implementation of the DevGrid Events API for rehearsals.")

@@ -30,6 +30,7 @@ from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url
 from backfill.errors import AuthError, CheckpointError, StrictError, UsageError
 from backfill.events import MAX_BATCH
 from backfill.journal import Journal, PlannedEvent
+from backfill.ledger import Ledger, LedgeredJournal, LedgerMatches, SharedBudget, open_for
 from backfill.mapping import load_mapping
 from backfill.plan import FILE, ROW, Plan, build_plan
 from backfill.summary import duration_text, first_payloads, plan_summary
@@ -312,7 +313,8 @@ def describe_changes(old: dict[str, str], new: dict[str, str], old_opts: dict, n
     return changes
 
 
-def planned_events(plan: Plan) -> Iterator[PlannedEvent]:
+def planned_events(plan: Plan, skip: frozenset[int] = frozenset()) -> Iterator[PlannedEvent]:
+    """The plan's events in send order, but those at the positions in `skip` (the ledger knows them)."""
     events = plan.events
     ids = plan.event_ids()
     step = 50_000
@@ -322,7 +324,48 @@ def planned_events(plan: Plan) -> Iterator[PlannedEvent]:
         for seq, event_id, body, file_index, row, ts in zip(
             range(start, start + len(part)), ids.iloc[start : start + step], bodies, part[FILE], part[ROW], part["timestamp"]
         ):
-            yield PlannedEvent(event_id, seq, body, plan.files[int(file_index)], int(row), ts)
+            if seq not in skip:
+                yield PlannedEvent(event_id, seq, body, plan.files[int(file_index)], int(row), ts)
+
+
+# --------------------------------------------------------------------- the ledger
+
+
+def known_to_ledger(plan: Plan, ledger: Ledger, checkpoint_uid: str | None) -> LedgerMatches:
+    """The planned events that an import to the same target and key sent, or may have sent."""
+    from backfill.ledger import fingerprints as body_fingerprints
+
+    if not len(plan):
+        return LedgerMatches([], [], {}, 0)
+    ids = plan.event_ids().tolist()
+    prints: list[str] = []
+    for start in range(0, len(plan), 100_000):
+        prints += body_fingerprints(plan.bodies(start, start + 100_000))
+    return ledger.known(ids, prints, checkpoint=checkpoint_uid)
+
+
+def ledger_note(matches: LedgerMatches, target: str, *, resend: bool = False) -> str | None:
+    """The summary line for what the ledger knows, or None when it knows none of the planned events."""
+    if not len(matches):
+        return None
+    n = len(matches)
+    places = len(matches.checkpoints)
+    how = []
+    if matches.by_id:
+        how.append(f"{len(matches.by_id):,} by event id")
+    if matches.by_fingerprint:
+        how.append(f"{len(matches.by_fingerprint):,} by content (same body under another id)")
+    unsure = f"; {matches.uncertain:,} of them possibly sent (uncertain there)" if matches.uncertain else ""
+    head = (f"{n:,} events were already sent to {target} by earlier imports ({places} checkpoint"
+            f"{'s' if places != 1 else ''}; {', '.join(how)}{unsure})")
+    if resend:
+        return (f"WARNING: --resend-sent: {head}, and they WILL BE SENT AGAIN. DevGrid has no delete: "
+                "the copies stay forever.")
+    return f"{head}: not sent again (backfill ledger show lists them; --resend-sent overrides)"
+
+
+def _open_ledger(base_url: str, key: str, path: Any) -> Ledger:
+    return open_for(base_url, key, path=path)
 
 
 # --------------------------------------------------------------------- import and resume
@@ -366,10 +409,15 @@ def import_events(
     settings: UploadSettings | None = None,
     invalid_out: str | os.PathLike[str] | None = None,
     reporter: Reporter | None = None,
+    ledger: str | os.PathLike[str] | None = None,
+    resend_sent: bool = False,
 ) -> ImportResult:
     """Plan and upload with a checkpoint. Run it again with the same arguments to resume; if the
     inputs, mapping or shaping options changed, `replan=True` adds the new events (sent events are
-    never resent). The key is `api_key`, else read from `api_key_file`, else $DEVGRID_API_KEY."""
+    never resent). The key is `api_key`, else read from `api_key_file`, else $DEVGRID_API_KEY.
+
+    The target's ledger (`ledger`, else $BACKFILL_LEDGER, else the user state directory) leaves out
+    events that any earlier import to this target and key sent; `resend_sent=True` sends them again."""
     options = options or PlanOptions()
     settings = settings or UploadSettings()
     reporter = reporter or Reporter()
@@ -380,64 +428,80 @@ def import_events(
     checkpoint = str(checkpoint) if checkpoint else default_checkpoint(inputs, mapping)
     prints = fingerprints(inputs, mapping)
     recorded_options = plan_options(options, settings)
+    book = _open_ledger(base_url, key, ledger)
     reporter.info(f"Checkpoint: {checkpoint}")
+    reporter.info(f"Ledger: {book.path}")
 
-    def make_plan() -> Plan:
+    def make_plan(uid: str | None) -> tuple[Plan, LedgerMatches]:
         result = _plan(inputs, mapping, options, invalid_out, for_import=True)
         reporter.info(plan_summary(result, batch_size=settings.batch_size, limits=settings.limits))
-        return result
+        matches = known_to_ledger(result, book, uid)
+        note = ledger_note(matches, target, resend=resend_sent)
+        if note:
+            (reporter.error if resend_sent else reporter.info)(note)
+        if resend_sent:
+            matches = LedgerMatches([], [], {}, 0)
+        return result, matches
 
-    if os.path.exists(checkpoint):
-        journal = Journal.open(checkpoint)
-        recorded = (journal.target, journal.base_url)
-        if recorded != (target, base_url):
-            journal.close()
-            raise CheckpointError(
-                f"{checkpoint} belongs to an import to {recorded[0]} ({recorded[1]}), not {target} ({base_url}); "
-                "use another --checkpoint for another target"
-            )
-        changes = describe_changes(journal.fingerprints, prints, journal.options, recorded_options)
-        if changes and not replan:
-            journal.close()
-            raise CheckpointError(
-                f"{checkpoint}: the import changed since it started ({'; '.join(changes)}); "
-                "rerun with --replan to add the new events (sent events are never resent), or use a new --checkpoint"
-            )
-        if changes or not journal.plan_complete:
-            try:
-                new_plan = make_plan()
-                check_strict(new_plan, strict, sent=True)
-            except BaseException:
+    with book:
+        if os.path.exists(checkpoint):
+            journal = Journal.open(checkpoint)
+            recorded = (journal.target, journal.base_url)
+            if recorded != (target, base_url):
                 journal.close()
-                raise
-            journal.set_fingerprints(prints, recorded_options)
-            change = journal.replan(planned_events(new_plan))
-            journal.set_invalid_count(len(new_plan.report.invalid))
-            reporter.info(
-                f"Replanned: {change['added']} new events, {change['updated']} pending events updated, "
-                f"{change['dropped']} pending events no longer planned dropped"
-            )
-            if change["changed_after_sending"]:
-                reporter.info(
-                    f"Note: {change['changed_after_sending']} events already sent (or rejected, or uncertain) differ "
-                    "in the new plan; they are not sent again (use a new --checkpoint to send a corrected copy)"
+                raise CheckpointError(
+                    f"{checkpoint} belongs to an import to {recorded[0]} ({recorded[1]}), not {target} ({base_url}); "
+                    "use another --checkpoint for another target"
                 )
+            changes = describe_changes(journal.fingerprints, prints, journal.options, recorded_options)
+            if changes and not replan:
+                journal.close()
+                raise CheckpointError(
+                    f"{checkpoint}: the import changed since it started ({'; '.join(changes)}); "
+                    "rerun with --replan to add the new events (sent events are never resent), or use a new --checkpoint"
+                )
+            if changes or not journal.plan_complete:
+                try:
+                    new_plan, matches = make_plan(journal.uid)
+                    check_strict(new_plan, strict, sent=True)
+                except BaseException:
+                    journal.close()
+                    raise
+                journal.set_fingerprints(prints, recorded_options)
+                change = journal.replan(planned_events(new_plan, frozenset(matches.positions)))
+                if len(matches):
+                    journal.forget_elsewhere([], matches.checkpoints)
+                journal.set_invalid_count(len(new_plan.report.invalid))
+                reporter.info(
+                    f"Replanned: {change['added']} new events, {change['updated']} pending events updated, "
+                    f"{change['dropped']} pending events no longer planned dropped"
+                )
+                if change["changed_after_sending"]:
+                    reporter.info(
+                        f"Note: {change['changed_after_sending']} events already sent (or rejected, or uncertain) differ "
+                        "in the new plan; they are not sent again (use a new --checkpoint to send a corrected copy)"
+                    )
+            else:
+                reporter.info("Resuming the import recorded in the checkpoint (inputs and mapping unchanged).")
         else:
-            reporter.info("Resuming the import recorded in the checkpoint (inputs and mapping unchanged).")
-    else:
-        new_plan = make_plan()
-        check_strict(new_plan, strict, sent=True)
-        if not len(new_plan):
-            reporter.info("Nothing to send.")
-            return ImportResult(checkpoint)
-        question = f"Send {len(new_plan)} events in {new_plan.requests(settings.batch_size)} requests to {target} ({base_url})?"
-        if not reporter.confirm(question):
-            reporter.info("Nothing sent.")
-            return ImportResult(checkpoint, declined=True)
-        journal = Journal.create(checkpoint, target=target, base_url=base_url, fingerprints=prints, options=recorded_options)
-        journal.add_events(planned_events(new_plan))
-        journal.set_invalid_count(len(new_plan.report.invalid))
-    return ImportResult(checkpoint, _upload(journal, key, settings, recorded_options, "import", reporter))
+            new_plan, matches = make_plan(None)
+            check_strict(new_plan, strict, sent=True)
+            to_send = len(new_plan) - len(matches)
+            if not to_send:
+                reporter.info("Nothing to send.")
+                return ImportResult(checkpoint)
+            question = (f"Send {to_send} events in {-(-to_send // settings.batch_size)} requests to "
+                        f"{target} ({base_url})?")
+            if not reporter.confirm(question):
+                reporter.info("Nothing sent.")
+                return ImportResult(checkpoint, declined=True)
+            journal = Journal.create(checkpoint, target=target, base_url=base_url, fingerprints=prints, options=recorded_options)
+            journal.add_events(planned_events(new_plan, frozenset(matches.positions)))
+            if len(matches):
+                journal.forget_elsewhere([], matches.checkpoints)
+            journal.set_invalid_count(len(new_plan.report.invalid))
+        return ImportResult(checkpoint, _upload(journal, key, settings, recorded_options, "import", reporter, book,
+                                                resend_sent))
 
 
 def resume(
@@ -447,8 +511,10 @@ def resume(
     api_key_file: str | os.PathLike[str] | None = None,
     settings: UploadSettings | None = None,
     reporter: Reporter | None = None,
+    ledger: str | os.PathLike[str] | None = None,
 ) -> ImportResult:
     """Continue an import from its checkpoint, with the plan and options it recorded (no re-planning).
+    Sends go through the target's ledger as in import_events (`ledger` as there).
     `settings.rate_limits`, `on_uncertain`, `max_retries` and `timeout` override; batch size is as recorded."""
     settings = settings or UploadSettings()
     reporter = reporter or Reporter()
@@ -465,11 +531,28 @@ def resume(
     if settings.rate_limits:
         options["rate_limits"] = [str(limit) for limit in settings.rate_limits]
     reporter.info(f"Resuming {checkpoint} -> {journal.target} ({journal.base_url})")
-    return ImportResult(str(checkpoint), _upload(journal, key, settings, options, "resume", reporter))
+    try:
+        book = _open_ledger(journal.base_url, key, ledger)
+    except BaseException:
+        journal.close()
+        raise
+    try:
+        return ImportResult(str(checkpoint), _upload(journal, key, settings, options, "resume", reporter, book))
+    finally:
+        book.close()
 
 
-def _upload(journal: Journal, api_key: str, settings: UploadSettings, options: dict, command: str,
-            reporter: Reporter) -> UploadResult:
+def _upload(plain: Journal, api_key: str, settings: UploadSettings, options: dict, command: str,
+            reporter: Reporter, book: Ledger, resend_sent: bool = False) -> UploadResult:
+    try:
+        journal: Any = LedgeredJournal(plain, book, resend_sent=resend_sent)
+    except BaseException:
+        plain.close()
+        raise
+    done = journal.reconciled
+    if any(done.values()):
+        reporter.info(f"Ledger: settled what the last run left in flight there ({done['sent']} sent, "
+                      f"{done['uncertain']} uncertain, {done['released']} not sent)")
     limits = [parse_rate_limit(text) for text in options.get("rate_limits") or [str(x) for x in DEFAULT_LIMITS]]
     longest = max(limit.period for limit in limits)
     throttle = Throttle(limits, history=journal.request_times(since=time.time() - longest))
@@ -482,7 +565,7 @@ def _upload(journal: Journal, api_key: str, settings: UploadSettings, options: d
         reporter.info(f"{journal.recovered_in_flight} events were in flight when the last run stopped: they are uncertain "
                       f"and will be {'resent (possibly duplicated)' if upload_options.on_uncertain == RESEND else 'skipped (possibly missing)'}")
     client = EventsClient(journal.base_url, api_key, timeout=settings.timeout)
-    uploader = Uploader(journal, client, throttle, upload_options)
+    uploader = Uploader(journal, client, throttle, upload_options, budget=SharedBudget(book))
     remaining = journal.counts()
     pending = remaining["pending"] + (remaining["uncertain"] if upload_options.on_uncertain == RESEND else 0)
     reporter.info(f"To send: {pending} events; the rate limits ({', '.join(map(str, limits))}) allow it in about "
@@ -511,6 +594,9 @@ def _upload(journal: Journal, api_key: str, settings: UploadSettings, options: d
             close()
         client.close()
         journal.end_run(run_id, time.time(), outcome[:500])
+        if journal.sent_meanwhile:
+            reporter.info(f"{journal.sent_meanwhile} events were sent by another import to this target while this one "
+                          "ran (the ledger said so): not sent from here")
         if outcome != "finished":
             reporter.error(upload_report(uploader.result))
             reporter.error(f"The checkpoint is intact. To continue: backfill resume {journal.path}")
@@ -560,6 +646,7 @@ def status_document(journal: Journal) -> dict[str, Any]:
         "started_at": _iso(activity["created_at"]),
         "first_request_at": _iso(activity["first_request_at"]),
         "last_activity_at": _iso(activity["last_activity_at"]),
+        "sent_elsewhere": journal.sent_elsewhere,
         "uncertain_events": journal.uncertain_events(),
         "runs": [{**run, "started_at": _iso(run["started_at"]), "ended_at": _iso(run["ended_at"])} for run in journal.runs()],
     }

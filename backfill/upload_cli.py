@@ -38,7 +38,22 @@ def upload_settings_from(args: argparse.Namespace) -> UploadSettings:
 # --------------------------------------------------------------------- arguments
 
 
+def ledger_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger", metavar="PATH",
+                        help="the target's ledger of sent events (default: $BACKFILL_LEDGER, else one per target "
+                             "and key in the user state directory)")
+
+
+def target_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which target's ledger: --target / --base-url with the key (or --ledger PATH alone)."""
+    parser.add_argument("--target", choices=sorted(TARGETS), default=None, help="DevGrid environment")
+    parser.add_argument("--base-url", metavar="URL", help="the target's URL (e.g. the local sandbox)")
+    parser.add_argument("--api-key-file", metavar="FILE", help=f"read the API key from FILE (default: ${KEY_ENV})")
+    ledger_argument(parser)
+
+
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    ledger_argument(parser)
     parser.add_argument("--api-key-file", metavar="FILE", help=f"read the API key from FILE (default: ${KEY_ENV})")
     parser.add_argument("--on-uncertain", choices=(RESEND, SKIP), default=None,
                         help="events that may or may not have reached the server: resend them (default; "
@@ -59,6 +74,8 @@ def add_commands(commands: Any, plan_arguments: Callable[[argparse.ArgumentParse
     imp.add_argument("--replan", action="store_true",
                      help="inputs or mapping changed: add the new events to the checkpoint (sent events are never resent)")
     imp.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (required without a terminal)")
+    imp.add_argument("--resend-sent", action="store_true",
+                     help="send again the events that the target's ledger says earlier imports sent (duplicates!)")
     _connection_arguments(imp)
     imp.set_defaults(handler=cmd_import)
 
@@ -167,13 +184,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         args.inputs, args.mapping, target=args.target, base_url=args.base_url, api_key_file=args.api_key_file,
         checkpoint=args.checkpoint, replan=args.replan, strict=args.strict, options=plan_options_from(args),
         settings=upload_settings_from(args), invalid_out=args.invalid_out, reporter=ConsoleReporter(args.yes),
+        ledger=args.ledger, resend_sent=args.resend_sent,
     )
     return _exit_status(result)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     result = importer.resume(args.checkpoint, api_key_file=args.api_key_file, settings=upload_settings_from(args),
-                             reporter=ConsoleReporter())
+                             reporter=ConsoleReporter(), ledger=args.ledger)
     return _exit_status(result)
 
 
@@ -192,6 +210,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"Planned {doc['planned']}: sent {doc['sent']}, rejected {doc['rejected']}, pending {doc['pending']}, "
           f"uncertain {doc['uncertain']}, in flight {doc['in_flight']}; invalid rows {doc['invalid']}")
     print(f"Requests {doc['requests']}; started {doc['started_at']}, last activity {doc['last_activity_at']}")
+    for name, n in doc["sent_elsewhere"].items():
+        print(f"Left out, sent by another import ({name}): {n}")
     if doc["possibly_duplicated"] or doc["possibly_missing"]:
         print(f"Possibly duplicated: {doc['possibly_duplicated']}; possibly missing: {doc['possibly_missing']}")
     for event in doc["uncertain_events"][:50]:
