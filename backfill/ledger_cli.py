@@ -93,6 +93,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     with _open(args, create=False) as led:
+        base_url = led.base_url
         if args.file == "-":
             n = led.export(sys.stdout)
             print(f"Exported {n:,} entries of {led.base_url}", file=sys.stderr)
@@ -108,7 +109,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except OSError as exc:
             temp.unlink(missing_ok=True)
             raise UsageError(f"{args.file}: cannot write: {exc.strerror}") from None
-    print(f"Exported {n:,} entries of {led.base_url} to {args.file}")
+    print(f"Exported {n:,} entries of {base_url} to {args.file}")
     return ExitStatus.OK
 
 
