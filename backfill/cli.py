@@ -79,11 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     preview = commands.add_parser("preview", help="dry run: show what would be sent (no network, no key)",
-                                  description="Plan the import and show the summary and first payloads. No network, no API key.")
+                                  description="Plan the import and show the summary and first payloads. No network. "
+                                              "With --target/--base-url (and the key, only to find its ledger) "
+                                              "it also says which events earlier imports sent there.")
     _plan_arguments(preview)
     preview.add_argument("--out", metavar="FILE", help="write every request body, one {\"events\": [...]} per line")
     preview.add_argument("--show", type=int, default=1, metavar="N", help="pretty-print the first N requests (default 1, 0 for none)")
     preview.add_argument("--report", metavar="FILE", help="write the history and warnings: FILE.html (a page with charts) or FILE.json")
+    upload_cli.target_arguments(preview)  # optional: which earlier imports to that target already sent
     preview.set_defaults(handler=cmd_preview)
 
     check = commands.add_parser("check-mapping", help="validate a mapping file alone",
@@ -109,6 +112,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     result = importer.preview(
         args.inputs, args.mapping, options=upload_cli.plan_options_from(args),
         settings=upload_cli.upload_settings_from(args), show=args.show, out=args.out, invalid_out=args.invalid_out,
+        target=args.target, base_url=args.base_url, api_key_file=args.api_key_file, ledger=args.ledger,
     )
     print(result.summary)
     history = report.build(result.plan)

@@ -175,12 +175,27 @@ def preview(
     show: int = 1,
     out: str | os.PathLike[str] | None = None,
     invalid_out: str | os.PathLike[str] | None = None,
+    target: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    api_key_file: str | os.PathLike[str] | None = None,
+    ledger: str | os.PathLike[str] | None = None,
 ) -> Preview:
     """Plan the import and describe it: summary, the first `show` request bodies, and with `out` every
-    request body exactly as it would be POSTed, one per line."""
+    request body exactly as it would be POSTed, one per line.
+
+    Told the target (`target` or `base_url`, with the key to find its ledger, or `ledger` alone), the
+    summary also says which events earlier imports sent there already. Nothing is sent, the key to no one."""
     settings = settings or UploadSettings()
+    book, name = _preview_ledger(target, base_url, api_key, api_key_file, ledger)
     result = plan_import(inputs, mapping, options=options, invalid_out=invalid_out)
     summary = plan_summary(result, batch_size=settings.batch_size, limits=settings.limits)
+    if isinstance(book, Ledger):
+        with book:
+            note = ledger_note(known_to_ledger(result, book, None), name)
+        summary += "\n" + (note or f"None of these events was sent to {name} by an earlier import (ledger {book.path}).")
+    elif book:
+        summary += "\n" + book
     payloads = first_payloads(result, requests=show, batch_size=settings.batch_size) if show > 0 else ""
     written = write_request_bodies(result, out, settings.batch_size) if out else None
     return Preview(result, summary, payloads, written)
@@ -366,6 +381,25 @@ def ledger_note(matches: LedgerMatches, target: str, *, resend: bool = False) ->
 
 def _open_ledger(base_url: str, key: str, path: Any) -> Ledger:
     return open_for(base_url, key, path=path)
+
+
+def _preview_ledger(target: str | None, base_url: str | None, api_key: str | None, api_key_file: Any,
+                    path: Any) -> tuple[Ledger | str | None, str]:
+    """The ledger a preview consults (None: not told a target), or the line saying there is none yet;
+    and the target's name."""
+    from backfill.ledger import default_ledger_path, key_id
+
+    if not (target or base_url or path):
+        return None, ""
+    if path and not (target or base_url):
+        book = Ledger.open(path, base_url=None, key_id=None, create=False)
+        return book, book.base_url
+    target, base_url = resolve_target(target, base_url)
+    kid = key_id(base_url, _key(api_key, api_key_file))
+    where = Path(path) if path else default_ledger_path(base_url, kid)
+    if not where.exists():
+        return f"No ledger for {target} ({base_url}) with this key yet ({where}): no earlier import sent anything there.", target
+    return Ledger.open(where, base_url=base_url, key_id=kid, create=False), target
 
 
 # --------------------------------------------------------------------- import and resume

@@ -47,14 +47,24 @@ def stored_once(box) -> Counter:
     return Counter(content(event) for event in box.recorded())
 
 
-def test_overlapping_exports_through_two_checkpoints_store_each_event_once(tmp_path: Path, procs: Processes):
+def test_overlapping_exports_through_two_checkpoints_store_each_event_once(tmp_path: Path, procs: Processes,
+                                                                         monkeypatch):
+    from e2e_helpers import cli
+
     lines = history(tmp_path, 60)
     january = export(tmp_path / "january.csv", lines[:41])  # rows 1-40
     march = export(tmp_path / "march.csv", [lines[0], *lines[21:]])  # rows 21-60: 20 already sent
     box = procs.sandbox(*FAST)
+    monkeypatch.setenv("DEVGRID_API_KEY", "sandbox")
+    code, out = cli("preview", march, "-m", MAPPING, "--base-url", box.url, "--show", 0)
+    assert code == 0 and "No ledger for custom" in out
 
     first = procs.run(import_args([january], box.url, tmp_path / "jan.checkpoint"))
     assert first.returncode == 0, first
+    code, out = cli("preview", march, "-m", MAPPING, "--base-url", box.url, "--show", 0)
+    assert code == 0 and "events were already sent to custom by earlier imports (1 checkpoint; " in out
+    code, out = cli("preview", january, "-m", MAPPING, "--show", 0)
+    assert code == 0 and "already sent" not in out  # not told the target: no look-up
     second = procs.run(import_args([march], box.url, tmp_path / "mar.checkpoint"))
     assert second.returncode == 0, second
 
