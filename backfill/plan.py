@@ -28,7 +28,7 @@ from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.mapping import FieldRule, Mapping, template_fields
 from backfill.normalize import TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, parse_datetimes
 from backfill.patterns import search
-from backfill.readers import ROW, get_reader
+from backfill.readers import ROW, get_reader, reader_notes
 
 FILE = "_file"
 TS = "_ts"
@@ -37,6 +37,7 @@ ROW_HASH = "_row_hash"
 VALID = "_valid"
 COMMIT_TS = "_commit_ts"  # the mapping's report.commit_time, parsed (the report's lead time; never sent)
 BUILD = "_build"  # the mapping's report.build fields joined by \x1f (never sent)
+NOTE = "_note:"  # + a reader's note field: True where the planned event's row has it `true`
 REASON_LIMIT = 20
 
 
@@ -62,6 +63,7 @@ class PlanReport:
     outside_range: int = 0
     duplicates: int = 0
     empty: int = 0  # CSV rows without any value
+    notes: dict[str, int] = field(default_factory=dict)  # reader note field -> planned events with it (readers.reader_notes)
     invalid: list[InvalidRow] = field(default_factory=list)
     planned: int = 0
     facts: dict[str, dict] = field(default_factory=dict)  # path -> what the report needs of the file as a whole
@@ -400,6 +402,9 @@ def map_chunk(
         out[BUILD] = pd.Series(pc.binary_join_element_wise(*parts, "\x1f"), index=chunk.frame.index, dtype=TEXT)
     if hashes is not None:
         out[ROW_HASH] = hashes
+    for name in reader_notes(mapping.source.format):
+        if name in frame.columns:
+            out[NOTE + name] = frame[name].to_numpy(dtype=object)[keep.to_numpy()] == "true"
     out[FILE] = file_index
     out[ROW] = chunk.frame[ROW].to_numpy()
     bad = chunk.reason.notna()
@@ -491,6 +496,9 @@ def build_plan(
     order = rows[np.argsort(events[TS].array.asi8[rows], kind="stable")]
     keys = events.pop(KEY).take(order).reset_index(drop=True) if KEY in events.columns else None
     hashes = events.pop(ROW_HASH).to_numpy()[order] if ROW_HASH in events.columns else None
+    for name in [c for c in events.columns if c.startswith(NOTE)]:
+        flags = events.pop(name).to_numpy(dtype=object)[order] == True  # noqa: E712 (missing in some chunks)
+        report.notes[name[len(NOTE):]] = int(flags.sum())
     columns = {name: events[name] for name in events.columns}
     del events
     events = _take_columns(columns, order)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from backfill.events import MAX_BATCH
 from backfill.plan import REASON_LIMIT, TS, Plan
+from backfill.readers import reader_notes
 from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle
 
 
@@ -37,6 +38,16 @@ def _counts(plan: Plan, column: str) -> str:
     counts = plan.events[column].value_counts(dropna=False)  # counted on categories, not per row
     counts = counts[counts > 0].sort_values(ascending=False, kind="stable")
     return ", ".join(f"{'(none)' if pd.isna(name) else name} {n}" for name, n in counts.items())
+
+
+def note_lines(plan: Plan) -> list[str]:
+    """The reader's counted notes on the planned events (readers.reader_notes), one line each."""
+    texts = reader_notes(plan.mapping.source.format)
+    return [
+        texts[name][0 if n == 1 else 1].format(n=n)
+        for name, n in plan.report.notes.items()
+        if n and name in texts
+    ]
 
 
 def plan_summary(
@@ -73,6 +84,7 @@ def plan_summary(
         lines.append(f"By entity: {_counts(plan, 'entityId')}")
         lines.append(f"By env: {_counts(plan, 'env')}")
         lines.append(f"By status: {_counts(plan, 'status')}")
+        lines.extend(note_lines(plan))
     requests = plan.requests(batch_size)
     limit_text = ", ".join(str(limit) for limit in limits)
     lines.append(

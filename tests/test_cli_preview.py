@@ -217,7 +217,7 @@ ERRORS = [
     ("bad yaml", {"m.yaml": "entityId: service\ntimestamp: [finished\n"}, ["preview", S, "-m", "{tmp}/m.yaml"], 3,
      "{tmp}/m.yaml, line 3, column 1: invalid YAML: expected ',' or ']', but got '<stream end>'"),
     ("unknown format", {"m.yaml": "source:\n  format: xml\ntimestamp: t\n"}, ["preview", S, "-m", "{tmp}/m.yaml"], 3,
-     "{tmp}/m.yaml, line 2: source.format: unknown format 'xml'; use one of csv, json, ndjson, jenkins, gitlab"),
+     "{tmp}/m.yaml, line 2: source.format: unknown format 'xml'; use one of csv, json, ndjson, jenkins, gitlab, github-actions, github-deployments"),
     ("unknown attribute", {"m.yaml": "timestamp: t\nattributes:\n  build_sha: sha\n"},
      ["preview", S, "-m", "{tmp}/m.yaml"], 3,
      "{tmp}/m.yaml, line 3: attributes: unknown attribute 'build_sha'; did you mean 'build_commit_sha'?"),

@@ -42,6 +42,8 @@ SAMPLES = [
     ("release-log.csv", "release-log.yaml", []),
     ("jenkins-builds.json", "jenkins.yaml", ["--entity-id", "payments-api", "--set", "env=production"]),
     ("gitlab-deployments.json", "gitlab.yaml", ["--entity-id", "payments-api"]),
+    ("github-runs.json", "github-actions.yaml", ["--entity-id", "shop", "--set", "env=production"]),
+    ("github-deployments.json", "github-deployments.yaml", ["--entity-id", "shop"]),
 ]
 FAST = ["--rate-limit", "20/0.2s"]
 

@@ -156,7 +156,7 @@ def test_every_documented_attribute_is_accepted():
          "m.yaml, line 3: attributes.status: status must be 'success' or 'failed', not 'fine'"),
         # source
         ("source:\n  format: xml\ntimestamp: t\n",
-         "m.yaml, line 2: source.format: unknown format 'xml'; use one of csv, json, ndjson, jenkins, gitlab"),
+         "m.yaml, line 2: source.format: unknown format 'xml'; use one of csv, json, ndjson, jenkins, gitlab, github-actions, github-deployments"),
         ("source: {timezone: Europe/Berlim}\ntimestamp: t\n",
          "m.yaml, line 1: source.timezone: unknown time zone 'Europe/Berlim'; use an IANA name like Europe/Berlin"),
         ("timestamp: t\nsource: {delimiter: ';;'}\n", "m.yaml, line 2: source.delimiter: must be one character such as , ; | or \\t"),

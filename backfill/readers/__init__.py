@@ -189,7 +189,7 @@ Reader = Callable[[Path, SourceConfig], Iterator[RowChunk]]
 
 def get_reader(fmt: str) -> Reader:
     """The reader function for a `source.format` value (one of FORMATS)."""
-    from backfill.readers import csvfile, gitlab, jenkins, jsonfile
+    from backfill.readers import csvfile, github_actions, github_deployments, gitlab, jenkins, jsonfile
 
     readers: dict[str, Reader] = {
         "csv": csvfile.read,
@@ -197,8 +197,20 @@ def get_reader(fmt: str) -> Reader:
         "ndjson": jsonfile.read_ndjson,
         "jenkins": jenkins.read,
         "gitlab": gitlab.read,
+        "github-actions": github_actions.read,
+        "github-deployments": github_deployments.read,
     }
     return readers[fmt]
 
 
-FORMATS = ("csv", "json", "ndjson", "jenkins", "gitlab")
+def reader_notes(fmt: str) -> dict[str, tuple[str, str]]:
+    """What the preview counts for a format: {row field: (sentence for 1, sentence for n)}, each
+    with `{n}`, counting the planned events whose source row has the field `true`. A reader
+    module declares them as `NOTES`."""
+    import importlib
+
+    module = importlib.import_module(get_reader(fmt).__module__)
+    return dict(getattr(module, "NOTES", {}))
+
+
+FORMATS = ("csv", "json", "ndjson", "jenkins", "gitlab", "github-actions", "github-deployments")
