@@ -265,7 +265,7 @@ def test_unrecognised_objects_are_bad_rows(tmp_path: Path) -> None:
     assert list(frame["_row"]) == [1, 5]
     assert [(b.row, b.reason.split(";")[0]) for b in bad] == [
         (2, "a deployment webhook payload, not a deployments API object"),
-        (3, "a JSON str, not a deployment object"),  # numbers are read as their text
+        (3, "a number, not a deployment object"),  # JSON's words, not Python's (issue 8)
         (4, "not a GitLab deployment (keys: name)"),
     ]
 

@@ -481,7 +481,7 @@ def test_unrecognised_objects_among_builds_are_bad_rows(tmp_path: Path) -> None:
     assert list(frame["_row"]) == [1, 4]
     assert [(b.row, b.reason) for b in bad] == [
         (2, "not a Jenkins build, job or run (keys: foo)"),
-        (3, "a JSON str, not a build or job"),
+        (3, "a string, not a build or job"),  # JSON's words, not Python's (issue 8)
     ]
 
 
@@ -581,16 +581,17 @@ def test_triggered_by_order(tmp_path: Path) -> None:
 def test_wfapi_status_spellings(tmp_path: Path) -> None:
     statuses = ["SUCCESS", "FAILED", "UNSTABLE", "ABORTED", "NOT_EXECUTED", "IN_PROGRESS", "PAUSED_PENDING_INPUT"]
     export = [
-        {"id": str(n), "name": f"#{n}", "status": s, "startTimeMillis": 1000, "durationMillis": 5, "endTimeMillis": 1005}
+        {"id": str(n), "name": f"#{n}", "status": s, "startTimeMillis": 1700000000000, "durationMillis": 5,
+         "endTimeMillis": 1700000000005}
         for n, s in enumerate(statuses, start=1)
     ]
     got = rows(write(tmp_path, export))
     assert [pick(r, "result", "building", "finished_at") for r in got] == [
-        ("SUCCESS", "false", "1970-01-01T00:00:01.005Z"),
-        ("FAILURE", "false", "1970-01-01T00:00:01.005Z"),
-        ("UNSTABLE", "false", "1970-01-01T00:00:01.005Z"),
-        ("ABORTED", "false", "1970-01-01T00:00:01.005Z"),
-        ("NOT_BUILT", "false", "1970-01-01T00:00:01.005Z"),
+        ("SUCCESS", "false", "2023-11-14T22:13:20.005Z"),
+        ("FAILURE", "false", "2023-11-14T22:13:20.005Z"),
+        ("UNSTABLE", "false", "2023-11-14T22:13:20.005Z"),
+        ("ABORTED", "false", "2023-11-14T22:13:20.005Z"),
+        ("NOT_BUILT", "false", "2023-11-14T22:13:20.005Z"),
         (None, "true", None),
         (None, "true", None),
     ]

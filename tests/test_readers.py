@@ -262,17 +262,26 @@ def test_json_utf8_bom_and_empty_array(tmp_path, write):
         ('[{"a": 1},\n {"a": }]', None, "{path}: invalid JSON at line 2, column 8: Expecting value"),
         ('{"a": 1', None, "{path}: invalid JSON at line 1, column 8: Expecting ',' delimiter"),
         ("", None, "{path}: invalid JSON at line 1, column 1: Expecting value"),
+        # the hint is the full path that works, two levels down (issue 8)
         ('{"data": {"items": [], "count": 0}}', None,
          "{path}: expected an array of records but found an object; "
-         "set source.records to the key of the array (arrays here: none)"),
+         "set source.records to the dotted path of the array (arrays here: data.items)"),
         ('{"items": [], "count": 0}', None,
          "{path}: expected an array of records but found an object; "
-         "set source.records to the key of the array (arrays here: items)"),
+         "set source.records to the dotted path of the array (arrays here: items)"),
+        ('{"data": {"list": [{"a": 1}], "next": {"more": []}}, "x": []}', "data",
+         "{path}: expected an array of records but found an object; "
+         "set source.records to the dotted path of the array (arrays here: data.list, data.next.more)"),
+        ('{"data": {"n": 1}}', "data",
+         "{path}: expected an array of records but found an object; "
+         "set source.records to the dotted path of the array (arrays here: none)"),
         ('{"data": {"x": []}}', "data.deployments",
          "{path}: source.records 'data.deployments': no key 'data.deployments' (keys there: x)"),
         ('{"data": 5}', "data.deployments",
-         "{path}: source.records 'data.deployments': no key 'data.deployments' (keys there: none, it is a single value)"),
-        ('"text"', None, "{path}: expected an array of records, found a single value"),
+         "{path}: source.records 'data.deployments': no key 'data.deployments' (keys there: none, it is a number)"),
+        ('"text"', None, "{path}: expected an array of records, found a string"),
+        ("null", None, "{path}: expected an array of records, found null"),
+        ('[{"a": 1}] [{"a": 2}]', None, "{path}: invalid JSON at line 1, column 12: Extra data"),
     ],
 )
 def test_json_errors_name_file_line_and_column(tmp_path, write, text, records, message):
@@ -379,7 +388,7 @@ def test_json_records_that_are_not_objects_say_what_they_are(tmp_path, write):
         BadRow(3, "record is a string, not an object", "x"),
         BadRow(4, "record is true, not an object", "true"),
         BadRow(5, "record is null, not an object", "null"),
-        BadRow(6, "record is an array, not an object", '["1"]'),
+        BadRow(6, "record is an array, not an object", "[1]"),  # numbers inside as written (issue 8)
     ]
 
 

@@ -65,8 +65,27 @@ def scalar_text(value: Any) -> str | None:
     if isinstance(value, str):
         return str(value)  # a JSONNumber as a plain str
     if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return dumps(value)
     return str(value)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of a decoded value, numbers (JSONNumber, int) as they were written:
+    `[42, 1.50]` stays `[42,1.50]`. Strings as `json.dumps(ensure_ascii=False)` writes them."""
+    if isinstance(value, str):
+        return str.__str__(value) if isinstance(value, JSONNumber) else _encode_string(value)
+    if isinstance(value, list):
+        return "[" + ",".join([dumps(v) for v in value]) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join([f"{_encode_string(str(k))}:{dumps(v)}" for k, v in value.items()]) + "}"
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)
+
+
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def flatten(obj: dict, prefix: str = "", out: dict | None = None) -> dict[str, str | None]:

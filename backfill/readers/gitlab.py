@@ -32,26 +32,24 @@ reported as invalid rows; a file with nothing but such objects is rejected.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from backfill.errors import ReaderError
-from backfill.readers import (
-    CHUNK_ROWS,
-    ROW,
-    BadRow,
-    RowChunk,
-    SourceConfig,
-    check_surrogates,
-    flatten,
-    frame_from_records,
-    read_text,
-    scalar_text,
+from backfill.readers import RowChunk, SourceConfig, flatten, scalar_text
+from backfill.readers.jsonstream import (
+    JSONStream,
+    Rows,
+    StreamError,
+    SurrogateError,
+    TooDeep,
+    iter_top_values,
+    kind,
+    open_binary,
+    surrogate_message,
 )
 
-_BLANK = re.compile(r"\s*")
 # Columns every row has, so that a mapping reading them works on exports of any GitLab version.
 BASE_FIELDS = (
     "id", "iid", "ref", "sha", "status", "status_effective", "created_at", "updated_at", "finished_at",
@@ -60,98 +58,133 @@ BASE_FIELDS = (
 )
 # Environment fields copied into a last_deployment's `environment` when it lacks them.
 _ENVIRONMENT_FIELDS = ("id", "name", "slug", "external_url", "state", "tier")
+TOO_DEEP = "nested too deeply (more than about 900 levels of arrays or objects)"
 
 
 def iter_json_values(text: str, path: Path | str) -> Iterator[Any]:
-    """Every JSON value in `text`: one document, several appended ones, or NDJSON lines.
+    """Every JSON value in `text`: one document, several appended ones, or NDJSON lines (numbers
+    as JSONNumber). Errors as `stream_values` gives them."""
+    import io
 
-    Numbers keep their written text (as `loads` does). A syntax error, or a lone UTF-16
-    surrogate escape (after the last value), becomes a ReaderError naming the file, line and column.
-    """
-    decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
-    position, end, found = 0, len(text), False
-    while True:
-        position = _BLANK.match(text, position).end()  # type: ignore[union-attr]
-        if position >= end:
-            break
-        try:
-            value, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as exc:
+    with stream_values(io.BytesIO(text.encode("utf-8")), path, None) as (stream, values):
+        for _ in values:
+            yield stream.value()
+
+
+class stream_values:
+    """`with stream_values(handle, path, encoding) as (stream, tops):` a JSONStream over the file and
+    an iterator over its top-level values (one document, appended pages, NDJSON lines); the caller
+    consumes each value at the cursor. StreamError, SurrogateError and TooDeep at the top become a
+    ReaderError naming the file, line and column; an empty file is one too."""
+
+    def __init__(self, handle: Any, path: Path | str, encoding: str | None):
+        self.path = path
+        self.stream = JSONStream(handle, path, encoding=encoding)
+        self._found = False
+
+    def _tops(self) -> Iterator[None]:
+        for _ in iter_top_values(self.stream):
+            self._found = True
+            yield
+
+    def __enter__(self) -> tuple[JSONStream, Iterator[None]]:
+        return self.stream, self._tops()
+
+    def __exit__(self, kind_: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, SurrogateError):
+            raise ReaderError(surrogate_message(self.path, exc)) from None
+        if isinstance(exc, StreamError):
             raise ReaderError(
-                f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
+                f"{self.path}: invalid JSON at line {exc.line}, column {exc.column}: {exc.msg}; "
                 "fix the file or export it again"
             ) from None
-        found = True
-        yield value
-    check_surrogates(text, path)
-    if not found:
-        raise ReaderError(f"{path}: the file is empty; expected JSON exported from the API")
+        if isinstance(exc, TooDeep):
+            raise ReaderError(f"{self.path}: line {exc.line}, column {exc.column}: {TOO_DEEP}") from None
+        if exc is None and not self._found:
+            raise ReaderError(f"{self.path}: the file is empty; expected JSON exported from the API")
+        return False
 
 
-def rows_to_chunks(items: list[tuple[dict[str, str | None] | None, BadRow | None]]) -> Iterator[RowChunk]:
-    """Numbered items (a flat record, or a BadRow for an object that is not a row) as RowChunks.
-
-    Item n (1-based) is record n, so `_row` of good rows and `BadRow.row` share one numbering.
-    """
-    numbered = [(n, record) for n, (record, _) in enumerate(items, start=1) if record is not None]
-    bad = [b for _, b in items if b is not None]
-    for start in range(0, max(len(numbered), 1), CHUNK_ROWS):
-        part = numbered[start : start + CHUNK_ROWS]
-        frame = frame_from_records([record for _, record in part])
-        frame[ROW] = [n for n, _ in part]
-        yield RowChunk(frame, unit="record", bad=bad if start == 0 else [])
-
-
-def reject_if_nothing_read(path: Path, items: list[tuple[Any, BadRow | None]], expected: str) -> None:
+def reject_if_nothing_read(path: Path | str, rows: Rows, expected: str) -> None:
     """A file where every object was unrecognised is the wrong format: one error, not N bad rows."""
-    if items and all(record is None for record, _ in items):
-        first = items[0][1]
-        reason = first.reason if first else "nothing recognised"
+    if rows.count and not rows.good:
+        reason = rows.first_bad.reason if rows.first_bad else "nothing recognised"
         raise ReaderError(f"{path}: no {expected} found; record 1: {reason}")
+
+
+def read_values(
+    path: Path, source: SourceConfig, expected: str, collect: Callable[[JSONStream, Rows], Iterator[RowChunk]],
+    finish: Callable[[Rows], None] | None = None,
+) -> Iterator[RowChunk]:
+    """The rows of a file of appended JSON values: `collect(stream, rows)` consumes one top-level
+    value at the cursor, adds its rows and yields `rows.take()` whenever `rows.ready()`; so a
+    chunk goes out as soon as it is full, which needs a recognised row (a file of nothing but
+    unrecognised objects is rejected as a whole). `finish(rows)` runs at the end of the file."""
+    with open_binary(path, source.encoding) as handle, stream_values(handle, path, source.encoding) as (stream, tops):
+        rows = Rows("record")
+        for _ in tops:
+            yield from collect(stream, rows)
+        if finish is not None:
+            finish(rows)
+    reject_if_nothing_read(path, rows, expected)
+    yield rows.take()
 
 
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     """Rows of GitLab deployments from one file (see the module docstring)."""
-    text = read_text(path, source.encoding)
-    items: list[tuple[dict[str, str | None] | None, BadRow | None]] = []
-    pages: list[int] = []  # records per top-level array: the report looks for a full last page
-    for value in iter_json_values(text, path):
-        pages += [len(value)] if isinstance(value, list) else []
-        _collect(value, items)
-    reject_if_nothing_read(path, items, "GitLab deployments")
-    for number, chunk in enumerate(rows_to_chunks(items)):
-        chunk.facts = {"gitlab_pages": pages} if number == 0 else {}
-        yield chunk
+    return read_values(path, source, "GitLab deployments", _collect_top)
 
 
-def _collect(node: Any, items: list[tuple[dict[str, str | None] | None, BadRow | None]]) -> None:
+def _collect_top(stream: JSONStream, rows: Rows, top: bool = True) -> Iterator[RowChunk]:
+    """A top-level value: an array is read one element at a time, anything else whole. The number
+    of records in each top-level array (a page saved) goes to the chunk's facts, `gitlab_pages`,
+    for the preview report."""
+    if stream.peek() == "[":
+        size = 0
+        for _ in stream.elements():
+            size += 1
+            yield from _collect_top(stream, rows, False)
+        if top:
+            rows.facts.setdefault("gitlab_pages", []).append(size)
+        return
+    try:
+        value = stream.value()
+    except TooDeep:
+        rows.bad(f"a value {TOO_DEEP}, not a deployment object")
+        return
+    try:
+        _collect(value, rows)
+    except RecursionError:
+        rows.bad(f"a value {TOO_DEEP}, not a deployment object")
+    if rows.ready():
+        yield rows.take()
+
+
+def _collect(node: Any, rows: Rows) -> None:
     if isinstance(node, list):
         for element in node:
-            _collect(element, items)
+            _collect(element, rows)
         return
-    number = len(items) + 1
     if not isinstance(node, dict):
-        items.append((None, BadRow(number, f"a JSON {type(node).__name__}, not a deployment object", _snippet(node))))
+        rows.bad(f"{kind(node)}, not a deployment object", _snippet(node))
         return
     if "object_kind" in node:
-        kind = scalar_text(node.get("object_kind"))
-        items.append((None, BadRow(
-            number,
-            f"a {kind} webhook payload, not a deployments API object; "
+        rows.bad(
+            f"a {scalar_text(node.get('object_kind'))} webhook payload, not a deployments API object; "
             "export with GET /projects/:id/deployments instead",
             _snippet(node),
-        )))
+        )
         return
     if "last_deployment" in node:
         deployment = node.get("last_deployment")
         if isinstance(deployment, dict):
-            items.append((_row(_with_environment(deployment, node)), None))
+            rows.add(_row(_with_environment(deployment, node)))
         return  # an environment never deployed to: nothing to import
     if "id" in node and any(key in node for key in ("deployable", "sha", "iid")):
-        items.append((_row(node), None))
+        rows.add(_row(node))
         return
     keys = ", ".join(list(node)[:8])
-    items.append((None, BadRow(number, f"not a GitLab deployment (keys: {keys})", _snippet(node))))
+    rows.bad(f"not a GitLab deployment (keys: {keys})", _snippet(node))
 
 
 def _with_environment(deployment: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:

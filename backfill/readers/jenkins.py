@@ -61,7 +61,7 @@ Which commit (`commit_sha`), first that gives one:
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -71,8 +71,9 @@ from urllib.parse import unquote, urlsplit
 
 from backfill.errors import MappingError
 from backfill.patterns import PatternError, compile_pattern
-from backfill.readers import BadRow, RowChunk, SourceConfig, read_text, scalar_text
-from backfill.readers.gitlab import iter_json_values, reject_if_nothing_read, rows_to_chunks
+from backfill.readers import RowChunk, SourceConfig, scalar_text
+from backfill.readers.gitlab import TOO_DEEP, read_values
+from backfill.readers.jsonstream import JSONStream, Rows, TooDeep, kind
 
 Row = dict[str, str | None]
 JSONObject = dict[str, Any]
@@ -167,8 +168,6 @@ class _Pending:
     fallback_sha: str | None = None
 
 
-Item = tuple[_Pending | None, BadRow | None]
-
 FIELDS = (
     "api", "job", "number", "id", "result", "building", "status", "started_at", "finished_at",
     "duration_ms", "url", "display_name", "full_display_name", "description", "commit_sha",
@@ -182,24 +181,15 @@ def _new_row(**values: str | None) -> Row:
 
 
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
-    """Rows of Jenkins builds from one file (see the module docstring)."""
-    repo_re = _compile(source.repo_url_matches)
-    text = read_text(path, source.encoding)
-    items: list[Item] = []
-    for value in iter_json_values(text, path):
-        _walk(value, None, items)
-    reject_if_nothing_read(path, items, "Jenkins builds, jobs or runs")
-    jobs_by_url: dict[str, set[str | None]] = defaultdict(set)
-    for pending, _ in items:
-        if pending is None:
-            continue
-        for checkout in pending.checkouts:
-            for url in checkout.urls:
-                jobs_by_url[url].add(pending.row.get("job"))
-    rows = [
-        (_finish(pending, repo_re, jobs_by_url) if pending else None, bad) for pending, bad in items
-    ]
-    yield from rows_to_chunks(rows)
+    """Rows of Jenkins builds from one file (see the module docstring), streamed: the builds of a
+    job's `allBuilds`/`builds`, and the jobs of a folder's `jobs`, are read one at a time."""
+    sink = _Sink(_compile(source.repo_url_matches))
+
+    def collect(stream: JSONStream, rows: Rows) -> Iterator[RowChunk]:
+        sink.rows = rows
+        return _stream_node(stream, None, sink)
+
+    return read_values(path, source, "Jenkins builds, jobs or runs", collect, lambda rows: sink.drain())
 
 
 def _compile(pattern: str | None):
@@ -212,33 +202,178 @@ def _compile(pattern: str | None):
         raise MappingError(f"source.repo_url_matches: {exc}") from None
 
 
-def _walk(node: Any, job: _Job | None, items: list[Item]) -> None:
+class _BadTime(Exception):
+    """A build time that cannot be a Jenkins time: the build is an invalid row with this reason."""
+
+
+class _Sink:
+    """Where builds go as they are read: a row at once when its commit can be chosen from the build
+    alone (one BuildData, or one that is not a shared library, or `repo_url_matches`); otherwise
+    the choice needs every job of the file (see "Which commit"), and that build and every one
+    after it wait, in order, until the end of the file."""
+
+    def __init__(self, repo_re: Any):
+        self.repo_re = repo_re
+        self.rows = Rows("record")
+        self.jobs_by_url: dict[str, set[str | None]] = defaultdict(set)
+        self._waiting: deque[tuple[int, _Pending]] = deque()
+
+    def bad(self, reason: str, node: Any = None) -> None:
+        self.rows.bad(reason, _snippet(node) if node is not None else "")
+
+    def build(self, pending: _Pending) -> None:
+        job = pending.row.get("job")
+        for checkout in pending.checkouts:
+            for url in checkout.urls:
+                self.jobs_by_url[url].add(job)
+        if self._waiting or self._needs_file(pending.checkouts):
+            self.rows.count += 1
+            self._waiting.append((self.rows.count, pending))
+        else:
+            self.rows.add(_finish(pending, self.repo_re, self.jobs_by_url))
+
+    def _needs_file(self, checkouts: list[_Checkout]) -> bool:
+        if self.repo_re is not None or len(checkouts) <= 1:
+            return False
+        return sum(1 for c in checkouts if not (c.urls and all(is_library_url(u) for u in c.urls))) > 1
+
+    def drain(self) -> None:
+        while self._waiting:
+            number, pending = self._waiting.popleft()
+            self.rows.add(_finish(pending, self.repo_re, self.jobs_by_url), number)
+
+
+_STREAMED = ("allBuilds", "builds", "jobs")
+
+
+def _stream_node(stream: JSONStream, job: _Job | None, sink: _Sink) -> Iterator[RowChunk]:
+    """A value at the cursor: an array walked element by element, an object member by member."""
+    char = stream.peek()
+    if char == "[":
+        for _ in stream.elements():
+            yield from _stream_element(stream, job, sink)
+    elif char == "{":
+        yield from _stream_object(stream, job, sink)
+    else:
+        yield from _stream_element(stream, job, sink)
+
+
+def _stream_element(
+    stream: JSONStream, job: _Job | None, sink: _Sink, numbers: set[str] | None = None, skip: set[str] | None = None
+) -> Iterator[RowChunk]:
+    """One element of a list (a build, a run, a job of a list of jobs), decoded whole and turned
+    into its row at once. `numbers` collects build numbers; a build whose number is in `skip` is
+    dropped (it was read from `builds` before `allBuilds`)."""
+    if stream.peek() == "[":
+        yield from _stream_node(stream, job, sink)
+        return
+    try:
+        value = stream.value()
+    except TooDeep:
+        sink.bad(f"a value {TOO_DEEP}, not a build or job")
+        return
+    if isinstance(value, dict) and (numbers is not None or skip is not None):
+        number = _text(value.get("number"))
+        if skip is not None and number is not None and number in skip:
+            return
+        if numbers is not None and number is not None:
+            numbers.add(number)
+    try:
+        _walk(value, job, sink)
+    except RecursionError:
+        sink.bad(f"a value {TOO_DEEP}, not a build or job")
+    if sink.rows.ready():
+        yield sink.rows.take()
+
+
+def _stream_object(stream: JSONStream, job: _Job | None, sink: _Sink) -> Iterator[RowChunk]:
+    """An object read member by member: the arrays `allBuilds`, `builds` (of a job) and `jobs` (of a
+    folder or view) are streamed with the context of the members read before them (Jenkins writes
+    a job's name, fullName and url before its builds); anything else is decoded whole and, when the
+    object closes without such an array, classified as `_walk` does."""
+    members: dict[str, Any] = {}
+    streamed: set[str] = set()
+    from_builds: set[str] = set()
+    for key in stream.members():
+        if key in _STREAMED and stream.peek() == "[":
+            if key == "jobs" and ({"allBuilds", "builds"} & (streamed | set(members))):
+                stream.skip()  # a job's own builds win over a `jobs` list (as in _walk)
+                continue
+            if key == "builds" and "allBuilds" in streamed:
+                stream.skip()  # allBuilds has every build; builds only the latest
+                continue
+            context = _enter(members, job)
+            streamed.add(key)
+            if key == "jobs":
+                for _ in stream.elements():
+                    if stream.peek() == "{":
+                        yield from _stream_object(stream, context, sink)
+                    else:
+                        yield from _stream_element(stream, context, sink)
+            else:
+                numbers = from_builds if key == "builds" else None
+                skip = from_builds if key == "allBuilds" and "builds" in streamed else None
+                for _ in stream.elements():
+                    yield from _stream_element(stream, context, sink, numbers, skip)
+            continue
+        try:
+            members[key] = stream.value()
+        except TooDeep:
+            sink.bad(f"the value of {key!r} is {TOO_DEEP}")
+            members[key] = None
+    if streamed:
+        return
+    try:
+        _walk(members, job, sink)
+    except RecursionError:
+        sink.bad(f"a value {TOO_DEEP}, not a build or job")
+    if sink.rows.ready():
+        yield sink.rows.take()
+
+
+def _walk(node: Any, job: _Job | None, sink: _Sink) -> None:
     if isinstance(node, list):
         for element in node:
-            _walk(element, job, items)
+            _walk(element, job, sink)
         return
-    number = len(items) + 1
     if not isinstance(node, dict):
-        items.append((None, BadRow(number, f"a JSON {type(node).__name__}, not a build or job", _snippet(node))))
+        sink.bad(f"{kind(node)}, not a build or job", node)
         return
     if "allBuilds" in node or "builds" in node:
         builds = node.get("allBuilds") if isinstance(node.get("allBuilds"), list) else node.get("builds")
-        _walk(builds or [], _enter(node, job), items)
+        _walk(builds or [], _enter(node, job), sink)
     elif isinstance(node.get("jobs"), list):
-        _walk(node["jobs"], _enter(node, job), items)
-    elif "startTimeMillis" in node or ("status" in node and ("stages" in node or _run_number(node))):
-        items.append((_Pending(_wfapi_row(node, job)), None))
-    elif "pipeline" in node and any(k in node for k in ("state", "startTime", "durationInMillis")):
-        items.append(_blueocean(node, job))
-    elif "number" in node or "building" in node or (
+        _walk(node["jobs"], _enter(node, job), sink)
+    else:
+        try:
+            shape = _build_shape(node)
+            if shape is None:
+                return  # a job exported without builds: nothing to import
+            sink.build(shape(node, job))
+        except _BadTime as exc:
+            sink.bad(str(exc), node)
+        except _NotJenkins:
+            keys = ", ".join(list(node)[:8])
+            sink.bad(f"not a Jenkins build, job or run (keys: {keys})", node)
+
+
+class _NotJenkins(Exception):
+    pass
+
+
+def _build_shape(node: JSONObject) -> Any:
+    """The function that turns `node` into a pending row; None for a job without builds."""
+    if "startTimeMillis" in node or ("status" in node and ("stages" in node or _run_number(node))):
+        return lambda n, j: _Pending(_wfapi_row(n, j))
+    if "pipeline" in node and any(k in node for k in ("state", "startTime", "durationInMillis")):
+        return _blueocean
+    if "number" in node or "building" in node or (
         "timestamp" in node and any(k in node for k in ("duration", "result", "actions"))
     ):
-        items.append((_classic(node, job), None))
-    elif "fullName" in node or "color" in node or "/job/" in str(node.get("url") or ""):
-        return  # a job exported without builds: nothing to import
-    else:
-        keys = ", ".join(list(node)[:8])
-        items.append((None, BadRow(number, f"not a Jenkins build, job or run (keys: {keys})", _snippet(node))))
+        return _classic
+    if "fullName" in node or "color" in node or "/job/" in str(node.get("url") or ""):
+        return None
+    raise _NotJenkins
 
 
 def _enter(node: JSONObject, parent: _Job | None) -> _Job:
@@ -286,12 +421,13 @@ def _classic(build: JSONObject, job: _Job | None) -> _Pending:
     if building is None and "result" in build:
         building = "true" if result is None else "false"
     duration = _text(build.get("duration"))
-    start = _ms(build.get("timestamp"))
+    start = _ms(build.get("timestamp"), "timestamp")
+    started_at = _iso(start, "timestamp")
     finished = None
     if building != "true" and isinstance(start, int) and start > 0 and duration is not None:
-        end = _ms(duration)
+        end = _ms(duration, "duration")
         if isinstance(end, int) and not (building is None and end == 0):
-            finished = ms_to_iso(start + end)
+            finished = _sum_iso(start, end, "timestamp + duration")
     causes = _causes(actions)
     row = _new_row(
         api="classic",
@@ -300,7 +436,7 @@ def _classic(build: JSONObject, job: _Job | None) -> _Pending:
         id=build_id,
         result=result,
         building=building,
-        started_at=_iso(start),
+        started_at=started_at,
         finished_at=finished,
         duration_ms=duration,
         url=url,
@@ -325,15 +461,16 @@ def _wfapi_row(run: JSONObject, job: _Job | None) -> Row:
     url = re.sub(r"wfapi/describe/?$", "", href) if href else None
     run_id = _text(run.get("id"))
     number = run_id if run_id and run_id.isdigit() else _run_number(run)
-    start = _ms(run.get("startTimeMillis"))
+    start = _ms(run.get("startTimeMillis"), "startTimeMillis")
+    started_at = _iso(start, "startTimeMillis")
     finished = None
     if not building and isinstance(start, int) and start > 0:
-        end = _ms(run.get("endTimeMillis"))
-        duration = _ms(run.get("durationMillis"))
+        end = _ms(run.get("endTimeMillis"), "endTimeMillis")
+        duration = _ms(run.get("durationMillis"), "durationMillis")
         if isinstance(end, int) and end > 0:
-            finished = ms_to_iso(end)
+            finished = _iso(end, "endTimeMillis")
         elif isinstance(duration, int):
-            finished = ms_to_iso(start + duration)
+            finished = _sum_iso(start, duration, "startTimeMillis + durationMillis")
     return _new_row(
         api="wfapi",
         job=_job_name(job, href, None),
@@ -342,7 +479,7 @@ def _wfapi_row(run: JSONObject, job: _Job | None) -> Row:
         result=result,
         building="true" if building else "false" if status else None,
         status=status,
-        started_at=_iso(start),
+        started_at=started_at,
         finished_at=finished,
         duration_ms=_text(run.get("durationMillis")),
         url=url,
@@ -350,7 +487,7 @@ def _wfapi_row(run: JSONObject, job: _Job | None) -> Row:
     )
 
 
-def _blueocean(run: JSONObject, job: _Job | None) -> Item:
+def _blueocean(run: JSONObject, job: _Job | None) -> _Pending:
     state = _text(run.get("state"))
     building = state in BLUEOCEAN_RUNNING
     result = _text(run.get("result"))
@@ -360,14 +497,14 @@ def _blueocean(run: JSONObject, job: _Job | None) -> Item:
     href = _text(self_link.get("href")) if isinstance(self_link, dict) else None
     start = _iso_time(run.get("startTime"))
     duration = _text(run.get("durationInMillis"))
-    duration_ms = _ms(duration)
+    duration_ms = _ms(duration, "durationInMillis")
     finished = None
     if not building and state is not None:
         end = _iso_time(run.get("endTime"))
         if end is not None:
             finished = end if isinstance(end, str) else ms_to_iso(end)
         elif isinstance(start, int) and isinstance(duration_ms, int):
-            finished = ms_to_iso(start + duration_ms)
+            finished = _sum_iso(start, duration_ms, "startTime + durationInMillis")
     causes = [c for c in run.get("causes") or [] if isinstance(c, dict)]
     changes = [c for c in run.get("changeSet") or [] if isinstance(c, dict)]
     sha = _text(run.get("commitId")) or next(
@@ -381,7 +518,7 @@ def _blueocean(run: JSONObject, job: _Job | None) -> Item:
         result=result,
         building="true" if building else "false" if state else None,
         status=state,
-        started_at=_iso(start),
+        started_at=_iso(start, "startTime", epoch=False),
         finished_at=finished,
         duration_ms=duration,
         url=href,
@@ -390,7 +527,7 @@ def _blueocean(run: JSONObject, job: _Job | None) -> Item:
         triggered_by=_triggered_by(causes),
         cause=_first_description(causes),
     )
-    return _Pending(row, [], sha), None
+    return _Pending(row, [], sha)
 
 
 # --- actions ----------------------------------------------------------------------------------
@@ -503,26 +640,58 @@ def _text(value: Any) -> str | None:
     return scalar_text(value)
 
 
-def _ms(value: Any) -> int | str | None:
-    """Integer milliseconds; the text as written when it is not an integer; None when missing."""
+_MS_1990 = 631_152_000_000  # 1990-01-01T00:00:00Z: an earlier epoch-ms value is no Jenkins time
+_MS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def _ms(value: Any, label: str = "time") -> int | str | None:
+    """Integer milliseconds; the text as written when it is not an integer; None when missing.
+    A number too large for any date (`1e20`, thirty digits) is a _BadTime."""
     text = _text(value)
     if text is None or text.strip() == "":
         return None
     text = text.strip()
     if re.fullmatch(r"-?\d+", text):
+        if len(text.lstrip("-")) > 19:
+            raise _BadTime(f"{label} {_cut(text)} is out of range for epoch milliseconds")
         return int(text)
     try:
         number = Decimal(text)
     except InvalidOperation:
         return text
-    return int(number) if number.is_finite() and number == number.to_integral_value() else text
+    if not number.is_finite():
+        return text
+    if number.adjusted() > 18:
+        raise _BadTime(f"{label} {_cut(text)} is out of range for epoch milliseconds")
+    return int(number) if number == number.to_integral_value() else text
 
 
-def _iso(start: int | str | None) -> str | None:
-    """A start time for the row: ISO text from milliseconds; 0 is unknown; odd text kept."""
-    if isinstance(start, int):
-        return ms_to_iso(start) if start > 0 else None
-    return start
+def _cut(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _iso(start: int | str | None, label: str = "timestamp", *, epoch: bool = True) -> str | None:
+    """A start time for the row: ISO text from epoch milliseconds; 0 (or less) is unknown; odd text
+    kept. Before 1990 is not a Jenkins time (seconds where milliseconds belong) and beyond year
+    9999 is none at all: both are a _BadTime naming the value."""
+    if not isinstance(start, int):
+        return start
+    if start <= 0:
+        return None
+    if epoch and start < _MS_1990:  # (not for milliseconds computed from ISO text)
+        seconds = " (it reads as epoch seconds: Jenkins writes milliseconds)" if start >= _MS_1990 // 1000 else ""
+        raise _BadTime(f"{label} {start} is before 1990 as epoch milliseconds{seconds}; export the build again or fix the value")
+    if start > _MS_MAX:
+        raise _BadTime(f"{label} {start} is out of range for epoch milliseconds (after year 9999)")
+    return ms_to_iso(start)
+
+
+def _sum_iso(start: int, duration: int, label: str) -> str:
+    """`start + duration` as ISO text; a _BadTime when the sum is no date."""
+    total = start + duration
+    if not 0 <= total <= _MS_MAX:
+        raise _BadTime(f"{label} ({start} + {duration} ms) is out of range for a date")
+    return ms_to_iso(total)
 
 
 def _iso_time(value: Any) -> int | str | None:

@@ -1,0 +1,430 @@
+"""Streaming JSON: read a JSON file a window at a time, one record in memory, never the whole file.
+
+The JSON readers (json, ndjson, jenkins, gitlab; the GitHub readers build on it too) walk the
+structure above their records with a `JSONStream` and decode each record whole with the standard
+library's C scanner, so that memory depends on the largest record, not on the file, and the time
+is close to a plain `json.load`. Numbers keep their written text: `5551` is `JSONNumber("5551")`,
+`1.50` stays `"1.50"` (see `dumps` for lists and objects).
+
+API (a cursor over the text; every method skips the JSON whitespace before what it reads):
+
+    stream = JSONStream(binary_handle, path, encoding=None)  # UTF-8 by default, a BOM is dropped
+    stream.peek()            -> the next character ("" at the end of the text), not consumed
+    stream.value()           -> the next value, decoded whole (numbers as JSONNumber)
+                                raises TooDeep (the value consumed) when it nests deeper than the
+                                interpreter can decode, so the caller can report one bad record
+    stream.skip()            -> consume the next value without keeping it (memory: one element)
+    stream.elements()        -> inside an array: `for _ in stream.elements(): stream.value()` reads
+                                each element; the `[`, commas and `]` are consumed by the loop
+    stream.members()         -> inside an object: yields each key; the caller reads or skips its value
+    stream.at_end()          -> True when only whitespace is left
+    stream.error(msg, where) -> StreamError with the file's line and column (`where`: a position
+                                from `stream.position()`; default: the cursor)
+    stream.check_surrogates(value_text) is done for every decoded value: a lone UTF-16 surrogate
+                                escape raises StreamError (line, column) when `surrogates="error"`
+
+Errors: `StreamError(msg, line, column)`; the messages are the json module's ("Expecting ','
+delimiter", "Extra data", ...), with line and column counted in the whole file, so a reader's
+error is the same as when it parsed the whole text at once. Undecodable bytes raise
+`ReaderError` naming the byte offset, as `read_text` does.
+
+Helpers: `iter_top_values(stream)` (one document, appended documents, or NDJSON-like values on
+lines, separated by any whitespace), `dumps(value)` (compact JSON text with numbers as written),
+`kind(value)` (a value's JSON type in JSON's words).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from json.decoder import scanstring
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from backfill.errors import ReaderError
+from backfill.readers import BadRow, JSONNumber, RowChunk, dumps, lone_surrogate  # noqa: F401 (dumps: API)
+
+WINDOW = 1 << 20  # characters decoded per read
+_WS = re.compile(r"[ \t\n\r]*")
+_ANY_WS = re.compile(r"\s*")  # between top-level values (as the appended-pages readers always allowed)
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+_STRUCTURE = re.compile(r'["\[\]{}]')
+_STRING_END = re.compile(r'(?:[^"\\]|\\.)*"', re.S)
+_DECODER = json.JSONDecoder(parse_int=JSONNumber, parse_float=JSONNumber, parse_constant=JSONNumber)
+_SCAN = _DECODER.scan_once
+
+
+class StreamError(Exception):
+    """Invalid JSON at a line and column of the file (1-based, as the json module counts)."""
+
+    def __init__(self, msg: str, line: int, column: int):
+        super().__init__(f"{msg}: line {line} column {column}")
+        self.msg, self.line, self.column = msg, line, column
+
+
+class TooDeep(Exception):
+    """A value nested too deeply to decode; it has been consumed. `line` is where it starts."""
+
+    def __init__(self, line: int, column: int):
+        super().__init__(f"nested too deeply at line {line} column {column}")
+        self.line, self.column = line, column
+
+
+def kind(value: Any) -> str:
+    """A decoded value's JSON type in JSON's words: object, array, string, number, true, false, null."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, JSONNumber):
+        return "a number"
+    return "a string"
+
+
+class JSONStream:
+    """A cursor over the JSON text of a binary stream, decoded a window at a time (see module doc)."""
+
+    def __init__(
+        self,
+        handle: BinaryIO,
+        path: Path | str,
+        *,
+        encoding: str | None = None,
+        window: int = WINDOW,
+        surrogates: str = "error",
+    ):
+        self.path = path
+        self._handle = handle
+        self._encoding = encoding or "utf-8"
+        name = codecs.lookup(self._encoding).name
+        # a UTF-8 BOM is dropped whether or not the mapping names the encoding
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig" if name == "utf-8" else self._encoding)()
+        self._window = window
+        self._surrogates = surrogates
+        self._buf = ""
+        self._pos = 0
+        self._base = 0  # characters of the file before _buf[0]
+        self._lines = 0  # newlines before _buf[0]
+        self._last_nl = -1  # file position of the last newline before _buf[0]
+        self._bytes = 0  # bytes fed to the decoder
+        self._eof = False
+        self._more()
+        if self._buf.startswith("\ufeff"):
+            self._pos = 1  # a BOM the codec kept (utf-16 and others): not part of the JSON
+
+    # --- reading and positions ----------------------------------------------------------------
+
+    def _more(self) -> bool:
+        """Append the next window of text; False at the end of the file."""
+        if self._eof:
+            return False
+        if self._pos > self._window // 2:
+            self._compact()
+        size = max(self._window, len(self._buf))  # doubling: a huge value is re-scanned log(n) times
+        while True:
+            data = self._handle.read(size)
+            pending = len(self._decoder.getstate()[0])
+            try:
+                text = self._decoder.decode(data, final=not data)
+            except UnicodeDecodeError as exc:
+                offset = self._bytes - pending + exc.start
+                raise ReaderError(
+                    f"{self.path}: not valid {self._label()} text (byte {offset}); "
+                    "set source.encoding in the mapping (e.g. latin-1, cp1252)"
+                ) from None
+            self._bytes += len(data)
+            if not data:
+                self._eof = True
+            if text or self._eof:
+                break
+        self._buf += text
+        return bool(text) or not self._eof
+
+    def _label(self) -> str:
+        return self._encoding if self._encoding != "utf-8" else "UTF-8"
+
+    def _compact(self) -> None:
+        buf, pos = self._buf, self._pos
+        self._lines += buf.count("\n", 0, pos)
+        last = buf.rfind("\n", 0, pos)
+        if last >= 0:
+            self._last_nl = self._base + last
+        self._base += pos
+        self._buf = buf[pos:]
+        self._pos = 0
+
+    def position(self) -> int:
+        """The cursor as a position in the file's text (for `error`)."""
+        return self._base + self._pos
+
+    def location(self, where: int | None = None) -> tuple[int, int]:
+        """(line, column), 1-based, of a file position at or after the current window's start."""
+        at = (self.position() if where is None else where) - self._base
+        at = max(0, min(at, len(self._buf)))
+        line = self._lines + self._buf.count("\n", 0, at) + 1
+        last = self._buf.rfind("\n", 0, at)
+        column = at - last if last >= 0 else self._base + at - self._last_nl
+        return line, column
+
+    def error(self, msg: str, where: int | None = None) -> StreamError:
+        return StreamError(msg, *self.location(where))
+
+    def _ws(self, pattern: re.Pattern[str] = _WS) -> None:
+        while True:
+            self._pos = pattern.match(self._buf, self._pos).end()  # type: ignore[union-attr]
+            if self._pos < len(self._buf) or not self._more():
+                return
+
+    def peek(self) -> str:
+        self._ws()
+        return self._buf[self._pos] if self._pos < len(self._buf) else ""
+
+    def at_end(self, pattern: re.Pattern[str] = _WS) -> bool:
+        self._ws(pattern)
+        return self._pos >= len(self._buf)
+
+    def _expect(self, char: str, msg: str) -> None:
+        if self.peek() != char:
+            raise self.error(msg)
+        self._pos += 1
+
+    # --- values -------------------------------------------------------------------------------
+
+    def value(self) -> Any:
+        """The next value, decoded whole."""
+        self._ws()
+        while True:
+            start = self._pos
+            try:
+                value, end = _SCAN(self._buf, start)
+            except StopIteration as stop:
+                if self._retry(stop.value, "Expecting value"):
+                    continue
+                raise self.error("Expecting value", self._base + stop.value) from None
+            except json.JSONDecodeError as exc:
+                if self._retry(exc.pos, exc.msg):
+                    continue
+                raise self.error(exc.msg, self._base + exc.pos) from None
+            except RecursionError:
+                line, column = self.location()
+                self._skip_deep()
+                raise TooDeep(line, column) from None
+            if end >= len(self._buf) and not self._eof and self._more():
+                continue  # a number at the window's end may go on in the next one
+            self._pos = end
+            if self._surrogates == "error" and _SURROGATE_HINT.search(self._buf, start, end):
+                self._check_surrogates(start, end)
+            return value
+
+    def _retry(self, at: int, msg: str) -> bool:
+        """After a failed decode: read more and try again when the failure may be the window's end."""
+        if self._eof:
+            return False
+        if at < len(self._buf) - 8 and not msg.startswith("Unterminated string"):
+            return False  # a real error well inside the text read so far
+        return self._more()
+
+    def _check_surrogates(self, start: int, end: int) -> None:
+        found = lone_surrogate(self._buf[start:end])
+        if found is not None:
+            position, escape = found
+            line, column = self.location(self._base + start + position)
+            raise SurrogateError(escape, line, column)
+
+    def skip(self) -> None:
+        """Consume the next value; an array or object is read one element at a time."""
+        char = self.peek()
+        if char == "[":
+            for _ in self.elements():
+                self.skip()
+        elif char == "{":
+            for _ in self.members():
+                self.skip()
+        else:
+            self.value()
+
+    def _skip_deep(self) -> None:
+        """Consume a value (from the cursor) by counting brackets, for one too deep to decode."""
+        depth = 0
+        while True:
+            match = _STRUCTURE.search(self._buf, self._pos)
+            if match is None:
+                self._pos = len(self._buf)
+                if not self._more():
+                    return
+                continue
+            char, self._pos = match.group(), match.end()
+            if char == '"':
+                end = _STRING_END.match(self._buf, self._pos)
+                while end is None and self._more():
+                    end = _STRING_END.match(self._buf, self._pos)
+                if end is None:
+                    self._pos = len(self._buf)
+                    return
+                self._pos = end.end()
+                if depth == 0:
+                    return
+                continue
+            depth += 1 if char in "[{" else -1
+            if depth <= 0:
+                return
+
+    # --- containers, walked -------------------------------------------------------------------
+
+    def elements(self) -> Iterator[None]:
+        """Walk an array: yields once per element, with the cursor at it (the caller must consume it)."""
+        self._expect("[", "Expecting value")
+        if self.peek() == "]":
+            self._pos += 1
+            return
+        while True:
+            if self.peek() == "":
+                raise self.error("Expecting value")
+            yield
+            char = self.peek()
+            self._pos += 1
+            if char == "]":
+                return
+            if char != ",":
+                self._pos -= 1
+                raise self.error("Expecting ',' delimiter")
+
+    def members(self) -> Iterator[str]:
+        """Walk an object: yields each key, with the cursor at its value (the caller must consume it)."""
+        self._expect("{", "Expecting value")
+        if self.peek() == "}":
+            self._pos += 1
+            return
+        while True:
+            key = self._key()
+            self._expect(":", "Expecting ':' delimiter")
+            self._ws()
+            yield key
+            char = self.peek()
+            self._pos += 1
+            if char == "}":
+                return
+            if char != ",":
+                self._pos -= 1
+                raise self.error("Expecting ',' delimiter")
+
+    def _key(self) -> str:
+        if self.peek() != '"':
+            raise self.error("Expecting property name enclosed in double quotes")
+        while True:
+            try:
+                key, end = scanstring(self._buf, self._pos + 1, True)
+            except json.JSONDecodeError as exc:
+                if self._retry(exc.pos, exc.msg):
+                    continue
+                raise self.error(exc.msg, self._base + exc.pos) from None
+            start, self._pos = self._pos, end
+            if self._surrogates == "error" and _SURROGATE_HINT.search(self._buf, start, end):
+                self._check_surrogates(start, end)
+            return key
+
+
+class SurrogateError(StreamError):
+    """A lone UTF-16 surrogate escape (half of a character) at a line and column."""
+
+    def __init__(self, escape: str, line: int, column: int):
+        super().__init__(f"a lone UTF-16 surrogate escape {escape}", line, column)
+        self.escape = escape
+
+
+def surrogate_message(path: Path | str, exc: SurrogateError) -> str:
+    return (
+        f"{path}: line {exc.line}, column {exc.column}: a lone UTF-16 surrogate escape {exc.escape} "
+        "(half of a character) cannot be sent as UTF-8; remove it or replace it with the intended "
+        "character, then read the file again"
+    )
+
+
+def iter_top_values(stream: JSONStream) -> Iterator[None]:
+    """Yields once per top-level value (one document, or several appended, separated by any
+    whitespace or nothing), with the cursor at it; the caller consumes each."""
+    while not stream.at_end(_ANY_WS):
+        yield
+
+
+def check_encoding(path: Path | str, encoding: str | None) -> None:
+    """A ReaderError unless `encoding` (source.encoding) is a known text encoding."""
+    if encoding is not None:
+        try:
+            info = codecs.lookup(encoding)
+        except LookupError:
+            raise ReaderError(f"{path}: unknown encoding {encoding!r} in source.encoding") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ReaderError(f"{path}: source.encoding {encoding!r} is not a text encoding (use e.g. utf-8, latin-1)")
+
+
+def open_binary(path: Path, encoding: str | None) -> BinaryIO:
+    """The file opened for a JSONStream, with the readers' one-line errors."""
+    check_encoding(path, encoding)
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise ReaderError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ReaderError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise ReaderError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+class Rows:
+    """The rows of one file, numbered in reading order, gathered into RowChunks.
+
+    `add(record)` takes a flat record (a good row), `bad(reason, text)` a record the reader could not
+    turn into a row; both take the next number (`count + 1`; or the `number` given, for a caller
+    that numbers rows itself: NDJSON lines, rows held back and added later) (the `_row` of good rows and `BadRow.row` share one
+    numbering). `ready()` says a chunk of `chunk_rows` good rows is waiting for `take()`; `take()` at
+    the end gives the rest (always one chunk per file at least). `good` counts the good rows.
+    """
+
+    def __init__(self, unit: str = "record", chunk_rows: int | None = None):
+        from backfill.readers import CHUNK_ROWS
+
+        self.unit = unit
+        self.count = 0
+        self.good = 0
+        self.first_bad: BadRow | None = None
+        self._chunk_rows = chunk_rows or CHUNK_ROWS
+        self._records: list[dict[str, str | None]] = []
+        self._numbers: list[int] = []
+        self._bad: list[BadRow] = []
+        self.facts: dict[str, Any] = {}  # about the file, for the report: goes out with the next chunk
+
+    def add(self, record: dict[str, str | None], number: int | None = None) -> None:
+        """A good row: the next number, or `number` when the caller numbers the rows itself."""
+        if number is None:
+            self.count += 1
+            number = self.count
+        self.good += 1
+        self._records.append(record)
+        self._numbers.append(number)
+
+    def bad(self, reason: str, text: str = "", number: int | None = None) -> None:
+        if number is None:
+            self.count += 1
+            number = self.count
+        row = BadRow(number, reason, text)
+        self._bad.append(row)
+        if self.first_bad is None:
+            self.first_bad = row
+
+    def ready(self) -> bool:
+        return len(self._records) >= self._chunk_rows
+
+    def take(self) -> RowChunk:
+        from backfill.readers import ROW, frame_from_records
+
+        frame = frame_from_records(self._records)
+        frame[ROW] = self._numbers
+        chunk = RowChunk(frame, unit=self.unit, bad=self._bad, facts=self.facts)
+        self._records, self._numbers, self._bad, self.facts = [], [], [], {}
+        return chunk
