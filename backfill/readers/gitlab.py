@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from backfill.errors import ReaderError
-from backfill.readers import RowChunk, SourceConfig, flatten, scalar_text
+from backfill.readers import BadRow, RowChunk, SourceConfig, flatten, scalar_text
 from backfill.readers.jsonstream import (
     JSONStream,
     Rows,
@@ -105,11 +105,35 @@ class stream_values:
         return False
 
 
-def reject_if_nothing_read(path: Path | str, rows: Rows, expected: str) -> None:
-    """A file where every object was unrecognised is the wrong format: one error, not N bad rows."""
-    if rows.count and not rows.good:
-        reason = rows.first_bad.reason if rows.first_bad else "nothing recognised"
+def reject_if_nothing_read(path: Path | str, rows: Rows | list[tuple[Any, BadRow | None]], expected: str) -> None:
+    """A file where every object was unrecognised is the wrong format: one error, not N bad rows.
+    `rows`: the file's Rows, or (for readers that collect a list first) its numbered items
+    `(record or None, BadRow or None)`."""
+    if isinstance(rows, Rows):
+        if rows.count and not rows.good:
+            reason = rows.first_bad.reason if rows.first_bad else "nothing recognised"
+            raise ReaderError(f"{path}: no {expected} found; record 1: {reason}")
+        return
+    if rows and all(record is None for record, _ in rows):
+        first = rows[0][1]
+        reason = first.reason if first else "nothing recognised"
         raise ReaderError(f"{path}: no {expected} found; record 1: {reason}")
+
+
+def rows_to_chunks(items: list[tuple[dict[str, str | None] | None, BadRow | None]]) -> Iterator[RowChunk]:
+    """Numbered items (a flat record, or a BadRow for an object that is not a row) as RowChunks,
+    for readers that collect a whole file first. Item n (1-based) is record n."""
+    rows = Rows("record")
+    for record, bad in items:
+        if record is not None:
+            rows.add(record)
+        elif bad is not None:
+            rows.bad(bad.reason, bad.text)
+        else:
+            rows.count += 1
+        if rows.ready():
+            yield rows.take()
+    yield rows.take()
 
 
 def read_values(
