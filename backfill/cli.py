@@ -12,6 +12,7 @@ import pandas as pd
 from backfill import __version__, importer, ledger_cli, sandbox, upload_cli
 from backfill.errors import BackfillError, ExitStatus, UsageError
 from backfill.events import MAX_BATCH
+from backfill.fetch import cli as fetch_cli
 from backfill.mapping import load_mapping
 from backfill.throttle import rate_limit_argument
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     upload_cli.add_commands(commands, _plan_arguments)
     ledger_cli.add_commands(commands, upload_cli.target_arguments)
+    fetch_cli.add_commands(commands, _date)
 
     box = commands.add_parser("sandbox", help="run a local Events API to rehearse an import",
                               description="A local implementation of the DevGrid Events API for rehearsals.")

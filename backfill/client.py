@@ -11,9 +11,11 @@ import datetime
 import email.utils
 import ipaddress
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -69,14 +71,14 @@ class Outcome:
         return str(self.status) if self.status is not None else self.detail or self.kind
 
 
-def check_base_url(url: str) -> str:
+def check_base_url(url: str, *, option: str = "--base-url") -> str:
     """The URL without a trailing slash; plain http only to loopback addresses."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--base-url {url!r}: expected http(s)://HOST[:PORT]")
+        raise UsageError(f"{option} {url!r}: expected http(s)://HOST[:PORT]")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise UsageError(
-            f"--base-url {url!r}: plain http is refused except for loopback addresses (127.0.0.1, ::1, localhost); use https"
+            f"{option} {url!r}: plain http is refused except for loopback addresses (127.0.0.1, ::1, localhost); use https"
         )
     return url.rstrip("/")
 
@@ -112,14 +114,33 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 _HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
 
 
-def check_api_key(api_key: str) -> str:
-    """The key, if it can go in an HTTP header; the error never quotes it."""
+def check_api_key(api_key: str, *, where: str = "DEVGRID_API_KEY or --api-key-file", header: str = "x-api-key",
+                  kind: str = "API key") -> str:
+    """The key (or a source's token), if it can go in an HTTP header; the error never quotes it."""
     if not _HEADER_SAFE_KEY.fullmatch(api_key):
         raise AuthError(
-            "the API key is empty or contains spaces, line breaks or non-ASCII characters, "
-            "which cannot be sent in the x-api-key header; check DEVGRID_API_KEY or --api-key-file"
+            f"the {kind} is empty or contains spaces, line breaks or non-ASCII characters, "
+            f"which cannot be sent in the {header} header; check {where}"
         )
     return api_key
+
+
+def read_secret(env: str, secret_file: str | None, *, file_option: str, header: str, kind: str) -> str:
+    """A key or token from `file_option FILE` or `$env`, checked for its header. Messages never contain it."""
+    if secret_file:
+        try:
+            secret = Path(secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AuthError(f"{file_option} {secret_file}: cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise AuthError(f"{file_option} {secret_file}: not UTF-8 text") from None
+        if not secret:
+            raise AuthError(f"{file_option} {secret_file}: the file is empty")
+        return check_api_key(secret, where=f"{file_option} {secret_file}", header=header, kind=kind)
+    secret = os.environ.get(env, "").strip()
+    if not secret:
+        raise AuthError(f"no {kind}: set {env} or pass {file_option} FILE")
+    return check_api_key(secret, where=f"{env} or {file_option}", header=header, kind=kind)
 
 
 class EventsClient:

@@ -10,6 +10,8 @@
     +-- LedgerError                    the target's ledger is missing, locked, corrupt or foreign     -> BAD_INPUT
     +-- AuthError                      the API refused the key (401), or no key was given            -> AUTH
     +-- UploadStopped                  the upload stopped before the end; resumable                  -> STOPPED
+    +-- FetchStopped                   `fetch` stopped before the end (network, 5xx, 404); resumable -> STOPPED
+    +-- FetchIncomplete                `fetch` finished, but fewer items than the API's totals       -> INCOMPLETE
 
 Anything else that escapes is a bug: the CLI prints it with a traceback only under --traceback.
 """
@@ -30,6 +32,7 @@ class ExitStatus(enum.IntEnum):
     AUTH = 5  # API key missing or refused
     STOPPED = 6  # upload stopped before finishing; rerun to resume
     REJECTED = 7  # upload finished, but the server rejected some events
+    INCOMPLETE = 8  # fetch finished and wrote its file, but fewer items than the API's totals
     INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 
@@ -73,3 +76,11 @@ class AuthError(BackfillError):
 
 class UploadStopped(BackfillError):
     exit_status = ExitStatus.STOPPED
+
+
+class FetchStopped(BackfillError):
+    exit_status = ExitStatus.STOPPED
+
+
+class FetchIncomplete(BackfillError):
+    exit_status = ExitStatus.INCOMPLETE

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping as MappingType, Sequence
 
 import pandas as pd
 
-from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url
+from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url, read_secret
 from backfill.errors import AuthError, CheckpointError, StrictError, UsageError
 from backfill.events import MAX_BATCH
 from backfill.journal import Journal, PlannedEvent
@@ -239,20 +239,8 @@ def write_request_bodies(plan: Plan, path: str | os.PathLike[str], batch_size: i
 
 def read_api_key(key_file: str | os.PathLike[str] | None = None) -> str:
     """The key from `key_file` or $DEVGRID_API_KEY. Messages never contain it."""
-    if key_file:
-        try:
-            key = Path(key_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise AuthError(f"--api-key-file {key_file}: cannot read it ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise AuthError(f"--api-key-file {key_file}: not UTF-8 text") from None
-        if not key:
-            raise AuthError(f"--api-key-file {key_file}: the file is empty")
-        return check_api_key(key)
-    key = os.environ.get(KEY_ENV, "").strip()
-    if not key:
-        raise AuthError(f"no API key: set {KEY_ENV} or pass --api-key-file FILE")
-    return check_api_key(key)
+    return read_secret(KEY_ENV, str(key_file) if key_file else None, file_option="--api-key-file",
+                       header="x-api-key", kind="API key")
 
 
 def _key(api_key: str | None, api_key_file: Any) -> str:

@@ -1,0 +1,93 @@
+"""The `backfill fetch jenkins|gitlab` commands: arguments -> one library call -> summary and exit status."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from backfill.errors import ExitStatus
+from backfill.fetch import gitlab, jenkins
+from backfill.fetch.core import FetchResult, Http, HttpSettings, Progress
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser, date_type: Callable[[str], Any], *, page_size: int, max_page: int) -> None:
+    parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="the export file (written to a temporary name, moved into place when complete)")
+    parser.add_argument("--since", type=date_type, metavar="DATE", help="only history newer than DATE (UTC), for incremental runs")
+    parser.add_argument("--page-size", type=_positive, default=page_size, metavar="N",
+                        help=f"items per request (default {page_size}, at most {max_page})")
+    parser.add_argument("--token-file", metavar="FILE", help="read the token from FILE instead of the environment")
+    parser.add_argument("--max-retries", type=int, default=5, metavar="N",
+                        help="failed attempts in a row (5xx, network) before stopping, resumable (default 5)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default 30)")
+
+
+def add_commands(commands: Any, date_type: Callable[[str], Any]) -> None:
+    top = commands.add_parser(
+        "fetch", help="pull a complete deploy history from Jenkins or GitLab into an export file",
+        description="Fetch every build or deployment into a file the matching reader reads (the raw API JSON). "
+                    "Resumable: rerun the same command after an interruption. Completeness is checked and every gap reported.",
+    )
+    sources = top.add_subparsers(dest="source", metavar="SOURCE", parser_class=type(top), required=True)
+
+    jk = sources.add_parser("jenkins", help="builds of Jenkins jobs (allBuilds ranges)",
+                            description="Fetch every build of the given jobs; folders expand to the jobs inside them. "
+                                        f"Credentials: ${jenkins.USER_ENV} and ${jenkins.TOKEN_ENV} (or --token-file).")
+    jk.add_argument("--url", required=True, metavar="URL", help="the Jenkins root URL")
+    jk.add_argument("--job", dest="jobs", action="append", required=True, metavar="PATH",
+                    help="job, folder or multibranch project, folders as a/b (repeatable)")
+    jk.add_argument("--user", metavar="USER", help=f"the Jenkins user the token belongs to (default ${jenkins.USER_ENV})")
+    _common(jk, date_type, page_size=100, max_page=1000)
+    jk.set_defaults(handler=cmd_jenkins)
+
+    gl = sources.add_parser("gitlab", help="deployments of GitLab projects",
+                            description="Fetch every deployment of the given projects. "
+                                        f"Token: ${gitlab.TOKEN_ENV} (or --token-file), scope read_api.")
+    gl.add_argument("--url", required=True, metavar="URL", help="the GitLab URL (https://gitlab.com or your instance)")
+    gl.add_argument("--project", dest="projects", action="append", required=True, metavar="ID|PATH",
+                    help="project id or path such as acme/shop (repeatable)")
+    gl.add_argument("--environment", metavar="NAME", help="only deployments to this environment")
+    _common(gl, date_type, page_size=gitlab.MAX_PAGE, max_page=gitlab.MAX_PAGE)
+    gl.set_defaults(handler=cmd_gitlab)
+
+
+def _http(args: argparse.Namespace, url: str, secret_headers: dict[str, str], progress: Progress, *,
+          option: str = "--url", headers: dict[str, str] | None = None) -> Http:
+    settings = HttpSettings(max_retries=args.max_retries, timeout=args.timeout)
+    return Http(url, secret_headers, option=option, headers=headers, settings=settings, progress=progress)
+
+
+def _finish(result: FetchResult) -> int:
+    print(result.summary())
+    result.check()
+    return ExitStatus.OK
+
+
+def cmd_jenkins(args: argparse.Namespace) -> int:
+    from backfill.client import check_base_url
+
+    check_base_url(args.url, option="--url")
+    secret = jenkins.read_credentials(args.token_file, args.user)
+    options = jenkins.JenkinsOptions(args.url, tuple(args.jobs), page_size=args.page_size, since=args.since)
+    progress = Progress("builds")
+    return _finish(jenkins.fetch(options, args.output, _http(args, args.url, secret, progress), progress=progress))
+
+
+def cmd_gitlab(args: argparse.Namespace) -> int:
+    url = gitlab.api_root(args.url.rstrip("/"))
+    secret = gitlab.read_credentials(args.token_file)
+    options = gitlab.GitLabOptions(url, tuple(args.projects), environment=args.environment,
+                                   page_size=args.page_size, since=args.since)
+    progress = Progress("deployments")
+    return _finish(gitlab.fetch(options, args.output, _http(args, url, secret, progress), progress=progress))
