@@ -12,6 +12,7 @@ what each figure is computed from; the renderers print it beside the figure.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from datetime import datetime, timezone
@@ -19,7 +20,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from backfill.normalize import arrow_text
 from backfill.plan import BUILD, COMMIT_TS, FILE, KEY, ROW, TS, Plan
 
 DAY = 86_400
@@ -75,8 +79,8 @@ class _Columns:
         self.env = _categories(events, "env")
         ent_codes, env_codes = self.entity[1], self.env[1]
         self.group = ent_codes.astype(np.int64) * (len(self.env[0]) + 1) + (env_codes.astype(np.int64) + 1)
-        status = events["status"].astype(object).to_numpy() if "status" in events.columns else np.full(self.n, None)
-        self.failed = status == "failed"
+        self.failed = (events["status"] == "failed").fillna(False).to_numpy(dtype=bool) if "status" in events.columns \
+            else np.zeros(self.n, dtype=bool)
         self.file = events[FILE].to_numpy(dtype=np.int64)
         self.row = events[ROW].to_numpy(dtype=np.int64)
 
@@ -92,7 +96,32 @@ class _Columns:
 def _seconds(ts: pd.Series) -> np.ndarray:
     if not len(ts):
         return np.zeros(0, dtype=np.int64)
-    return ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+    return ts.dt.as_unit("s").array.asi8.astype(np.int64)  # epoch seconds (UTC)
+
+
+def _codes(values: pd.Series) -> tuple[Any, np.ndarray]:
+    """A text column as (distinct values, indexable; code per row, -1 where missing), by arrow's hash
+    kernel. The distinct values stay an arrow array: only the few shown in examples become Python."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return [str(c) for c in values.cat.categories], values.cat.codes.to_numpy().astype(np.int64)
+    encoded = pc.dictionary_encode(arrow_text(values))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return _Names(encoded.dictionary), codes
+
+
+class _Names:
+    """Distinct values of a column as an arrow array, read one at a time as text."""
+
+    def __init__(self, array: pa.Array):
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, code: int) -> str:
+        return str(self.array[int(code)].as_py())
 
 
 def _categories(events: pd.DataFrame, column: str) -> tuple[list[str], np.ndarray]:
@@ -271,24 +300,27 @@ def _time_range(cols: _Columns, now: datetime) -> list[dict[str, Any]]:
     return out
 
 
-def _duplicated_groups(keys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of rows whose key occurs more than once, sorted by key, and the group number of each."""
-    twice = keys.duplicated(keep=False).to_numpy()
-    positions = np.flatnonzero(twice)
-    if not len(positions):
-        return positions, positions
-    sub = keys.iloc[positions]
-    group = sub.groupby(list(sub.columns), sort=False, dropna=False).ngroup().to_numpy()
-    order = np.lexsort((positions, group))
-    return positions[order], group[order]
+def _repeats(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the events whose key occurs more than once, ordered by key and then position,
+    and a run number per position (equal for equal keys). Keys below 0 (missing) never repeat."""
+    if len(key) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    same = ordered[1:] == ordered[:-1]
+    same &= ordered[1:] >= 0
+    after, before = np.r_[False, same], np.r_[same, False]
+    runs = np.cumsum(~after)
+    inside = after | before
+    return order[inside], runs[inside]
 
 
 def _same_second(cols: _Columns) -> list[dict[str, Any]]:
-    keys = pd.DataFrame({"g": cols.group, "s": cols.secs})
-    positions, group = _duplicated_groups(keys)
+    key = cols.group * (1 << 34) + (cols.secs + (1 << 32))  # years 1834-2514 fit in 34 bits
+    positions, runs = _repeats(key)
     examples = []
-    for g in np.unique(group)[:EXAMPLES]:
-        members = positions[group == g]
+    for run in np.unique(runs)[:EXAMPLES]:
+        members = positions[runs == run]
         entity, env = cols.group_name(cols.group[members[0]])
         rows = ", ".join(f"{cols.where(p)['file']} row {cols.where(p)['row']}" for p in members[1:4])
         examples.append({**cols.where(members[0]), "detail": f"{len(members)} events of {entity} / {env or '-'} "
@@ -312,42 +344,32 @@ def _differing(frame: pd.DataFrame, key: str | list[str]) -> pd.Series:
 
 def _same_build(cols: _Columns, plan: Plan) -> list[dict[str, Any]]:
     events = plan.events
-    label = None
-    if BUILD in events.columns:
-        builds, label = events[BUILD], "report.build (" + ", ".join(plan.mapping.report.build) + ")"
-    elif "build_id" in events.columns:
-        builds, label = events["build_id"], "build_id"
     examples: list[dict[str, Any]] = []
     count = 0
-    if label is not None and cols.n:
-        frame = events[_value_columns(events)].copy()
+    column = BUILD if BUILD in events.columns else "build_id" if "build_id" in events.columns else None
+    if column is not None and cols.n:
+        names, codes = _codes(events[column])
         # report.build names a build on its own; a build_id is a number within one entity's environment
-        frame["_e"] = cols.entity[1] if BUILD not in events.columns else 0
-        frame["_b"] = builds.astype(object).fillna("").to_numpy()
-        if BUILD not in events.columns and "env" in events.columns:
-            frame["_b"] = frame["_b"] + "\x1f" + events["env"].astype(object).fillna("").to_numpy()
-        frame["_p"] = np.arange(cols.n)
-        frame = frame[builds.notna().to_numpy()]
-        frame = frame[frame.duplicated(["_e", "_b"], keep=False).to_numpy()]
-        if len(frame):
-            differs = _differing(frame, ["_e", "_b"])
+        key = codes if column == BUILD else np.where(codes >= 0, cols.group * (len(names) + 1) + codes, -1)
+        positions, runs = _repeats(key)
+        if len(positions):
+            frame = events.iloc[positions][_value_columns(events)].reset_index(drop=True)
+            frame["_run"], frame["_p"] = runs, positions
+            differs = _differing(frame, "_run")
             count += int(differs.sum())
-            for (ent, build), rows in list(frame.groupby(["_e", "_b"], sort=False)["_p"])[:LISTED]:
-                if not differs.loc[(ent, build)] or len(examples) >= EXAMPLES:
-                    continue
-                first, *others = rows.to_numpy()
+            for run in differs.index[differs.to_numpy()][:EXAMPLES]:
+                first, *others = frame["_p"][frame["_run"] == run].to_numpy()
                 also = ", ".join(f"row {cols.where(p)['row']}" for p in others[:3])
-                name, _, env = str(build).partition("\x1f")
-                owner = (f" of {cols.entity[0][cols.entity[1][first]]} / {env or '-'}" if BUILD not in events.columns
-                         else "")
-                examples.append({**cols.where(first), "detail": f"build {name.replace(chr(31), ', ')!r}{owner} "
-                                 f"planned {len(rows)} times with different values (also {also})"})
+                entity, env = cols.group_name(cols.group[first])
+                owner = f" of {entity} / {env or '-'}" if column != BUILD else ""
+                examples.append({**cols.where(first), "detail": f"build {names[codes[first]].replace(chr(31), ', ')!r}"
+                                 f"{owner} planned {len(others) + 1} times with different values (also {also})"})
     folded = plan.folded
     if folded is not None and len(folded):
         differs = _differing(folded, KEY)
         count += int(differs.sum())
         bad = folded[folded[KEY].isin(differs.index[differs.to_numpy()])]
-        for key, rows in list(bad.groupby(KEY, sort=False))[:EXAMPLES]:
+        for key, rows in itertools.islice(bad.groupby(KEY, sort=False), EXAMPLES):
             kept, other = rows.iloc[0], rows.iloc[1]
             changed = [c for c in _value_columns(rows) if str(kept[c]) != str(other[c])]
             what = ", ".join(f"{'timestamp' if c == TS else c} {_short(kept[c])} vs {_short(other[c])}" for c in changed)
@@ -448,7 +470,7 @@ def _truncated(plan: Plan) -> list[dict[str, Any]]:
             examples.append({"file": path, "row": 0, "detail": f"job {job!r} has exactly {JENKINS_CAP} builds, the "
                              "cap of the `builds` field: export `allBuilds` for the whole history"})
         elif not math.isnan(low) and low > JENKINS_LATE_START:
-            examples.append({"file": path, "row": 0, "detail": f"job {job!r}'s history starts at #{int(low)}: "
+            examples.append({"file": path, "row": 0, "detail": f"job {job!r}: the history starts at #{int(low)}: "
                              f"builds #1-#{int(low) - 1} are not in the export (discarded by Jenkins, or not exported)"})
     return [_warning("truncated", "likely truncated exports", len(examples),
                      "DevGrid will show no deployments before the export's first one; export the full history "
@@ -459,27 +481,28 @@ def _redeployments(cols: _Columns, plan: Plan) -> list[dict[str, Any]]:
     events = plan.events
     if "build_commit_sha" not in events.columns or not cols.n:
         return []
-    sha = events["build_commit_sha"].astype(object).to_numpy()
-    has = pd.notna(sha)
-    order = np.argsort(cols.group, kind="stable")  # by group, oldest first within
-    frame = pd.DataFrame({"g": cols.group[order], "sha": sha[order], "p": order})
-    frame["i"] = frame.groupby("g", sort=False).cumcount().to_numpy()
-    frame = frame[has[order]]
-    frame["prev"] = frame.groupby(["g", "sha"], sort=False)["i"].shift()
-    again = frame[frame["prev"].notna()]
+    names, sha = _codes(events["build_commit_sha"])
+    by_group = np.argsort(cols.group, kind="stable")  # each group's events, oldest first
+    starts = np.r_[0, np.flatnonzero(np.diff(cols.group[by_group])) + 1]
+    rank = np.empty(cols.n, dtype=np.int64)  # position of each event within its group
+    rank[by_group] = np.arange(cols.n) - np.repeat(starts, np.diff(np.r_[starts, cols.n]))
+    key = np.where(sha >= 0, cols.group * (len(names) + 1) + sha, -1)
+    positions, runs = _repeats(key)  # ordered by key, then oldest first
+    again = np.r_[False, runs[1:] == runs[:-1]] if len(runs) else np.zeros(0, dtype=bool)
+    previous = np.r_[positions[:1], positions[:-1]]
     listed = []
-    for p, i, prev in zip(again["p"].to_numpy(), again["i"].to_numpy(), again["prev"].to_numpy()):
+    later, earlier = positions[again], previous[again]
+    by_time = np.argsort(later, kind="stable")[:LISTED]  # listed oldest first
+    for p, prev in zip(later[by_time], earlier[by_time]):
         entity, env = cols.group_name(cols.group[p])
-        between = int(i - prev - 1)
+        between = int(rank[p] - rank[prev] - 1)
         kind = (f"rollback: {between} other deployment{'s' if between != 1 else ''} in between" if between
                 else "again right after the previous one")
-        listed.append({**cols.where(p), "detail": f"{entity} / {env or '-'}: {str(sha[p])[:12]} at "
+        listed.append({**cols.where(p), "detail": f"{entity} / {env or '-'}: {names[sha[p]][:12]} at "
                        f"{iso_text(cols.secs[p])} ({kind})"})
-        if len(listed) >= LISTED:
-            break
     return [_warning("redeployed_sha", "redeployments of a SHA deployed earlier to the same entity and environment",
-                     len(again), "DevGrid counts each as a deployment; a rollback is often one. Leave them in if "
-                     "they were real deployments", listed, listed)]
+                     int(again.sum()), "DevGrid counts each as a deployment; a rollback is often one. Leave them in "
+                     "if they were real deployments", listed, listed)]
 
 
 def _gaps(cols: _Columns) -> list[dict[str, Any]]:

@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep the files")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, interleaved; the best time is compared (default 3)")
+    parser.add_argument("--report", action="store_true", help="also time preview --report FILE.html against a preview "
+                        "with the report (History, Warnings, page) left out")
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="plan-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -128,10 +130,16 @@ def main() -> None:
         "from backfill.cli import main\n"
         f"sys.exit(main(['preview', {str(csv_path)!r}, '-m', {str(mapping)!r}, '--out', {str(out)!r}, '--show', '0']))\n"
     )
-    reads, plans = [], []
+    reads, plans, bare, reported = [], [], [], []
+    without = preview.replace("from backfill.cli import main\n", "from backfill.cli import main\nimport backfill.report as r\n"
+                              "r.build = lambda plan: {}\nr.history_text = lambda data, report_path=None: ''\n")
+    with_report = preview.replace("'--show', '0'", f"'--show', '0', '--report', {str(work / 'report.html')!r}")
     for _ in range(args.repeat):  # interleaved, so a noisy moment hits both sides alike
         reads.append(measure([sys.executable, "-c", plain]))
         plans.append(measure([sys.executable, "-c", preview]))
+        if args.report:
+            bare.append(measure([sys.executable, "-c", without]))
+            reported.append(measure([sys.executable, "-c", with_report]))
     read_s, plan_s = min(r[0] for r in reads), min(p[0] for p in plans)
     read_mb, plan_mb = max(r[1] for r in reads), max(p[1] for p in plans)
     text = plans[-1][2]
@@ -143,6 +151,10 @@ def main() -> None:
     print(f"backfill preview --out:            {plan_s:6.2f} s  {args.rows / plan_s:12,.0f} rows/s  peak {plan_mb:6.0f} MB")
     print(f"ratio preview / plain read: {plan_s / read_s:.2f}x (target <= 2x); peak memory {plan_mb:.0f} MB (target < 500 MB)")
     print(f"output: {out.stat().st_size / 1e6:.0f} MB of request bodies in {out}")
+    if args.report:
+        bare_s, report_s = min(b[0] for b in bare), min(r[0] for r in reported)
+        print(f"preview without the report: {bare_s:.2f} s; with --report report.html: {report_s:.2f} s "
+              f"(+{100 * (report_s / bare_s - 1):.0f}%, target <= 20%; times {', '.join(f'{r[0]:.2f}' for r in reported)} s)")
     if not args.keep:
         for path in (csv_path, mapping, out):
             os.unlink(path)

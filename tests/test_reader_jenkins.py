@@ -21,7 +21,7 @@ SAMPLE = HERE.parent / "samples" / "jenkins-builds.json"
 COLUMNS = {
     "api", "job", "number", "id", "result", "building", "status", "started_at", "finished_at",
     "duration_ms", "url", "display_name", "full_display_name", "description", "commit_sha",
-    "branch", "repo_url", "triggered_by", "cause", "_row",
+    "branch", "repo_url", "triggered_by", "cause", "commit_time", "_row",
 }
 
 

@@ -342,3 +342,88 @@ def test_page_renders_in_headless_chromium(tmp_path, run_cli):
     assert ink > 0.01, "the page rendered blank"
     green = ((pixels[..., 1] > 0.5) & (pixels[..., 0] < 0.3) & (pixels[..., 2] < 0.4)).sum()
     assert green > 50, "no success bars visible"
+
+
+# --- exports: lead time from GitLab and Jenkins commit times, truncation ---------------------------
+
+def test_gitlab_lead_time_from_deployable_commit_created_at(tmp_path, run_cli):
+    sample, mapping = ROOT / "samples" / "gitlab-deployments.json", ROOT / "mappings" / "gitlab.yaml"
+    code, _, err = run_cli("preview", sample, "-m", mapping, "--entity-id", "payments", "--show", "0",
+                           "--report", tmp_path / "r.json")
+    assert (code, err) == (ExitStatus.OK, "")
+    data = json.loads((tmp_path / "r.json").read_text())
+    hours, text, at, decoder = [], sample.read_text(), 0, json.JSONDecoder()
+    deployments = []
+    while text[at:].strip():  # the sample is pages appended one after another
+        page, at = decoder.raw_decode(text, len(text) - len(text[at:].lstrip()))
+        deployments += page
+    for d in deployments:
+        job = d.get("deployable") or {}
+        status = d.get("status") or job.get("status")
+        commit = (job.get("commit") or {}).get("created_at")
+        when = job.get("finished_at") or d.get("finished_at") or d.get("updated_at") or d.get("created_at")
+        if status == "success" and commit:
+            lead = (datetime.fromisoformat(when.replace("Z", "+00:00")).replace(microsecond=0)
+                    - datetime.fromisoformat(commit.replace("Z", "+00:00"))).total_seconds() / 3600
+            hours.append(lead)
+    assert hours, "the sample has commit times"
+    lead = data["all"]["lead_time"]
+    assert lead["deployments_with_commit_time"] == len(hours)
+    assert lead["median_hours"] == round(statistics.median(hours), 2)
+
+
+def jenkins_job(name: str, numbers: range, changes: bool = False) -> dict:
+    base = 1_700_000_000_000
+    builds = []
+    for n in numbers:
+        build = {"number": n, "result": "SUCCESS", "building": False, "timestamp": base + n * 3_600_000,
+                 "duration": 60_000, "url": f"https://ci/job/{name}/{n}/"}
+        if changes:
+            build["changeSets"] = [{"items": [{"commitId": f"c{n}", "timestamp": base + n * 3_600_000 - 7_200_000}]}]
+            build["actions"] = [{"lastBuiltRevision": {"SHA1": f"c{n}"}, "remoteUrls": ["https://git/app.git"]}]
+        builds.append(build)
+    return {"fullName": name, "url": f"https://ci/job/{name}/", "builds": builds}
+
+
+def test_jenkins_truncation_and_change_set_lead_time(tmp_path, run_cli):
+    export = tmp_path / "jobs.json"
+    export.write_text(json.dumps({"jobs": [jenkins_job("capped", range(1, 101)), jenkins_job("late", range(40, 45)),
+                                           jenkins_job("whole", range(1, 4), changes=True)]}))
+    code, out, err = run_cli("preview", export, "-m", ROOT / "mappings" / "jenkins.yaml", "--entity-id", "payments",
+                             "--set", "env=production", "--show", "0", "--report", tmp_path / "r.json")
+    assert (code, err) == (ExitStatus.OK, "")
+    data = json.loads((tmp_path / "r.json").read_text())
+    truncated = next(w for w in data["warnings"] if w["code"] == "truncated")
+    assert truncated["count"] == 2
+    details = [e["detail"] for e in truncated["examples"]]
+    assert any("job 'capped' has exactly 100 builds" in d for d in details)
+    assert any("job 'late': the history starts at #40: builds #1-#39 are not in the export" in d for d in details)
+    assert data["all"]["lead_time"] == {"deployments_with_commit_time": 3, "median_hours": 2.02, "p90_hours": 2.02}
+    assert "same_build" not in {w["code"] for w in data["warnings"]}  # build numbers repeat across jobs: fine
+
+
+def test_gitlab_last_page_of_exactly_100(tmp_path, run_cli):
+    def page(start: int, n: int) -> list[dict]:
+        return [{"id": i, "iid": i, "sha": f"s{i}", "status": "success", "created_at": f"2024-01-01T00:00:{i % 60:02d}Z",
+                 "environment": {"name": "production"}, "deployable": None} for i in range(start, start + n)]
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(page(0, 100)) + json.dumps(page(100, 100)))
+    ends = tmp_path / "ends.json"
+    ends.write_text(json.dumps(page(0, 100)) + json.dumps(page(100, 7)))
+    code, out, err = run_cli("preview", full, ends, "-m", ROOT / "mappings" / "gitlab.yaml", "--entity-id", "p",
+                             "--show", "0", "--report", tmp_path / "r.json")
+    assert (code, err) == (ExitStatus.OK, "")
+    truncated = next(w for w in json.loads((tmp_path / "r.json").read_text())["warnings"] if w["code"] == "truncated")
+    assert [(e["file"], e["detail"]) for e in truncated["examples"]] == [
+        (str(full), "its last page holds exactly 100 deployments and no page follows (2 pages): fetch the next page")]
+    assert f"{full}: its last page holds exactly 100 deployments" in out
+
+
+def test_nothing_planned_still_writes_a_report(tmp_path, run_cli):
+    csv, yaml = write_fixture(tmp_path, [("api", "production", "not a time", "success", "1", "s", "")])
+    for name in ("r.json", "r.html"):
+        code, out, err = run_cli("preview", csv, "-m", yaml, "--show", "0", "--report", tmp_path / name)
+        assert (code, err) == (ExitStatus.OK, "")
+        assert "History (what DevGrid will show; ISO weeks and months in UTC):\n  no events planned\nWarnings: none" in out
+    assert json.loads((tmp_path / "r.json").read_text())["all"] is None
+    assert "No events planned." in (tmp_path / "r.html").read_text()

@@ -36,6 +36,7 @@ Row fields (text, or empty when unknown):
 | `repo_url` | the remote URL of the chosen BuildData |
 | `triggered_by` | from the first cause list (CauseAction; not InterruptedBuildAction): the first non-empty `userId`, else the first `userName`, else the first cause's `shortDescription` ("Started by timer") |
 | `cause` | the first cause's `shortDescription` |
+| `commit_time` | when the chosen commit (`commit_sha`) was made, from its change-set entry: `timestamp` (epoch ms) as ISO 8601 UTC, Blue Ocean's time text as written, else `date`; empty when the commit is not in the build's change set. For the preview report's lead time (`report: {commit_time: commit_time}`) |
 | `api` | which shape the row came from: `classic`, `wfapi` or `blueocean` |
 | `params.NAME` | each build parameter, as written: `true`/`false` for booleans, `""` stays empty text, the string `"null"` stays `null`; a parameter without a value is empty |
 
@@ -166,12 +167,13 @@ class _Pending:
     row: Row
     checkouts: list[_Checkout] = field(default_factory=list)
     fallback_sha: str | None = None
+    commit_times: dict[str, str] = field(default_factory=dict)  # change-set commit -> its time
 
 
 FIELDS = (
     "api", "job", "number", "id", "result", "building", "status", "started_at", "finished_at",
     "duration_ms", "url", "display_name", "full_display_name", "description", "commit_sha",
-    "branch", "repo_url", "triggered_by", "cause",
+    "branch", "repo_url", "triggered_by", "cause", "commit_time",
 )
 """The fields of every row, in this order, followed by `params.NAME` columns."""
 
@@ -448,7 +450,9 @@ def _classic(build: JSONObject, job: _Job | None) -> _Pending:
     )
     row.update({f"params.{name}": value for name, value in params.items()})
     fallback = _changeset_sha(build) or params.get("GIT_COMMIT")
-    return _Pending(row, _checkouts(actions), fallback)
+    sets = build.get("changeSets") if isinstance(build.get("changeSets"), list) else [build.get("changeSet")]
+    items = [i for c in sets if isinstance(c, dict) and isinstance(c.get("items"), list) for i in c["items"]]
+    return _Pending(row, _checkouts(actions), fallback, _commit_times(items))
 
 
 def _wfapi_row(run: JSONObject, job: _Job | None) -> Row:
@@ -527,7 +531,7 @@ def _blueocean(run: JSONObject, job: _Job | None) -> _Pending:
         triggered_by=_triggered_by(causes),
         cause=_first_description(causes),
     )
-    return _Pending(row, [], sha)
+    return _Pending(row, [], sha, _commit_times(changes))
 
 
 # --- actions ----------------------------------------------------------------------------------
@@ -620,7 +624,22 @@ def _finish(pending: _Pending, repo_re: re.Pattern[str] | None, jobs_by_url: dic
         row["commit_sha"] = pending.fallback_sha
     if row.get("branch") is None:
         row["branch"] = row.get("params.GIT_BRANCH") or row.get("params.BRANCH_NAME")
+    row["commit_time"] = pending.commit_times.get(row["commit_sha"] or "")
     return row
+
+
+def _commit_times(entries: list[Any]) -> dict[str, str]:
+    """Change-set entries' commit -> time: `timestamp` (epoch ms, as ISO; Blue Ocean: ISO text), else `date`."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        sha = _text(entry.get("commitId")) or _text(entry.get("id"))
+        stamp = _ms(entry.get("timestamp"))
+        when = ms_to_iso(stamp) if isinstance(stamp, int) and stamp > 0 else stamp or _text(entry.get("date"))
+        if sha and when:
+            out[sha] = str(when)
+    return out
 
 
 def _short_branch(name: str | None) -> str | None:
