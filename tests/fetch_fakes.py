@@ -30,6 +30,7 @@ class Request:
     path: str  # decoded
     query: dict[str, str]
     headers: dict[str, str]
+    body: bytes = b""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -55,12 +56,17 @@ class FakeServer:
         fake = self
 
         class _Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.do_GET()
+
             def do_GET(self) -> None:  # noqa: N802
                 parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
                 request = Request(
-                    "GET", parts.path, unquote(parts.path),
+                    self.command, parts.path, unquote(parts.path),
                     {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
                     {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length) if length else b"",
                 )
                 fake.requests.append(request)
                 reply = fake.handler(request, fake)
@@ -221,3 +227,108 @@ class FakeGitLab:
 def read_values(path: Path) -> list[Any]:
     """The JSON values of an export, one per line."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------- GitHub
+
+
+GITHUB_RUNS_PAGE = real("github-pygithub-fetch-actions-runs-page.json")
+GITHUB_JOBS = real("github-pygithub-fetch-run-jobs.json")
+GITHUB_RATE_HEADERS = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4998", "X-RateLimit-Reset": "1590030918",
+                       "X-RateLimit-Used": "2", "X-RateLimit-Resource": "core", "X-GitHub-Media-Type": "github.v3; format=json"}
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def github_runs(count: int, start: int, step: int, first_id: int = 110_000_000) -> list[dict]:
+    """`count` real runs renumbered, run i created at `start + i * step` (epoch seconds)."""
+    templates = GITHUB_RUNS_PAGE["workflow_runs"]
+    out = []
+    for i in range(count):
+        run = copy.deepcopy(templates[i % len(templates)])
+        run.update(id=first_id + i, run_number=i + 1, created_at=_iso(start + i * step), updated_at=_iso(start + i * step + 150))
+        out.append(run)
+    return out
+
+
+def github_deployment_nodes(count: int, first_id: int = 3_881_429_895) -> list[dict]:
+    """GraphQL deployment nodes, newest first: the shape and values of a real node recorded by DevLake (facebook/OpenBIC,
+    github-pages), renumbered and re-timed; the GitHub readers (issue 12) ship that recording as a fixture."""
+    out = []
+    for i in range(count):
+        created = 1_700_000_000 + (count - i) * 3600
+        out.append({
+            "id": f"DE_kwDOFAKDls{first_id + i}", "databaseId": first_id + i, "commitOid": "0916a0afdfa825779c892a8951bde706a054d352",
+            "createdAt": _iso(created), "updatedAt": _iso(created + 22), "environment": "github-pages", "originalEnvironment": "github-pages",
+            "task": "deploy", "description": "", "state": "ACTIVE", "payload": "", "ref": {"name": "gh-pages"}, "creator": {"login": "github-pages[bot]"},
+            "latestStatus": {"state": "SUCCESS", "createdAt": _iso(created + 22), "updatedAt": _iso(created + 22),
+                             "logUrl": None, "environmentUrl": "", "description": ""},
+            "statuses": {"totalCount": 3, "nodes": [
+                {"state": "SUCCESS", "createdAt": _iso(created + 22), "updatedAt": _iso(created + 22)},
+                {"state": "IN_PROGRESS", "createdAt": _iso(created + 3), "updatedAt": _iso(created + 3)},
+                {"state": "QUEUED", "createdAt": _iso(created + 1), "updatedAt": _iso(created + 1)}]},
+        })
+    return out
+
+
+@dataclass
+class FakeGitHub:
+    """REST `/repos/{o}/{r}/actions/runs` (with `created=A..B`, at most 1,000 results per query as GitHub
+    does, `Link` paging), `/runs/{id}/jobs`, `/rate_limit`, `/repos/{o}/{r}`, and GraphQL deployments."""
+
+    runs: dict[str, list[dict]] = field(default_factory=dict)
+    created_at: str = "2020-01-01T00:00:00Z"
+    deployments: dict[str, list[dict]] = field(default_factory=dict)
+    before: Callable[[Request], Reply | None] | None = None
+    graphql: list[dict] = field(default_factory=list)  # the GraphQL requests' variables
+
+    def __call__(self, request: Request, server: FakeServer) -> Reply:
+        if self.before:
+            early = self.before(request)
+            if early is not None:
+                return early
+        if request.method == "POST" and request.path == "/graphql":
+            return self._graphql(request)
+        if request.path == "/rate_limit":
+            core = {"limit": 5000, "used": 2, "remaining": 4998, "reset": 1590030918}
+            return Reply(body={"resources": {"core": core}, "rate": core})
+        match = re.fullmatch(r"/repos/([^/]+/[^/]+)(/actions/runs(?:/(\d+)/jobs)?|/actions/workflows/[^/]+/runs)?", request.path)
+        if not match or match.group(1) not in self.runs:
+            return Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        repo, tail, run_id = match.groups()
+        if not tail:
+            return Reply(body={"id": 3544490, "full_name": repo, "created_at": self.created_at}, headers=GITHUB_RATE_HEADERS)
+        if run_id:
+            jobs = copy.deepcopy(GITHUB_JOBS["jobs"])
+            for job in jobs:
+                job["run_id"] = int(run_id)
+            return Reply(body={"total_count": len(jobs), "jobs": jobs}, headers=GITHUB_RATE_HEADERS)
+        low, high = request.query["created"].split("..")
+        matching = sorted((r for r in self.runs[repo] if low <= r["created_at"] <= high), key=lambda r: r["created_at"], reverse=True)
+        per_page, page = int(request.query.get("per_page", 30)), int(request.query.get("page", 1))
+        reachable = matching[:1000]  # a filtered query stops at 1,000 results, whatever total_count says
+        body = {"total_count": len(matching), "workflow_runs": reachable[(page - 1) * per_page : page * per_page]}
+        headers = dict(GITHUB_RATE_HEADERS)
+        if page * per_page < len(reachable):
+            query = "&".join(f"{k}={v}" for k, v in request.query.items() if k != "page")
+            headers["Link"] = f'<{server.url}{request.raw_path}?{query}&page={page + 1}>; rel="next", <{server.url}{request.raw_path}?{query}&page=1>; rel="first"'
+        return Reply(body=body, headers=headers)
+
+    def _graphql(self, request: Request) -> Reply:
+        variables = json.loads(request.body)["variables"]
+        self.graphql.append(variables)
+        repo = f"{variables['owner']}/{variables['name']}"
+        if repo not in self.deployments:
+            return Reply(body={"data": {"repository": None}, "errors": [
+                {"type": "NOT_FOUND", "path": ["repository"], "locations": [{"line": 2, "column": 3}],
+                 "message": f"Could not resolve to a Repository with the name '{repo}'."}]})
+        nodes = self.deployments[repo]
+        start = int(variables["after"] or 0)
+        page = nodes[start : start + variables["first"]]
+        end = start + len(page)
+        connection = {"totalCount": len(nodes), "pageInfo": {"hasNextPage": end < len(nodes), "endCursor": str(end)}, "nodes": page}
+        return Reply(body={"data": {"repository": {"deployments": connection}}},
+                     headers={"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4990", "X-RateLimit-Reset": "1590030918",
+                              "X-RateLimit-Resource": "graphql"})

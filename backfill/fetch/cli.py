@@ -1,4 +1,4 @@
-"""The `backfill fetch jenkins|gitlab` commands: arguments -> one library call -> summary and exit status."""
+"""The `backfill fetch jenkins|gitlab|github` commands: arguments -> one library call -> summary and exit status."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backfill.errors import ExitStatus
-from backfill.fetch import gitlab, jenkins
+from backfill.fetch import github, gitlab, jenkins
 from backfill.fetch.core import FetchResult, Http, HttpSettings, Progress
 
 
@@ -35,7 +35,7 @@ def _common(parser: argparse.ArgumentParser, date_type: Callable[[str], Any], *,
 
 def add_commands(commands: Any, date_type: Callable[[str], Any]) -> None:
     top = commands.add_parser(
-        "fetch", help="pull a complete deploy history from Jenkins or GitLab into an export file",
+        "fetch", help="pull a complete deploy history from Jenkins, GitLab or GitHub into an export file",
         description="Fetch every build or deployment into a file the matching reader reads (the raw API JSON). "
                     "Resumable: rerun the same command after an interruption. Completeness is checked and every gap reported.",
     )
@@ -60,6 +60,23 @@ def add_commands(commands: Any, date_type: Callable[[str], Any]) -> None:
     gl.add_argument("--environment", metavar="NAME", help="only deployments to this environment")
     _common(gl, date_type, page_size=gitlab.MAX_PAGE, max_page=gitlab.MAX_PAGE)
     gl.set_defaults(handler=cmd_gitlab)
+
+    gh = sources.add_parser("github", help="workflow runs or deployments of GitHub repositories",
+                            description="Fetch every workflow run (REST, created-date windows of at most 1,000) or every "
+                                        "deployment with its statuses (GraphQL). "
+                                        f"Token: ${github.TOKEN_ENV} (or --token-file), read access to Actions / Deployments.")
+    gh.add_argument("--api-url", default=github.API_URL, metavar="URL",
+                    help=f"the REST API root (default {github.API_URL}; GitHub Enterprise Server: https://HOST/api/v3)")
+    gh.add_argument("--repo", dest="repos", action="append", required=True, metavar="OWNER/NAME", help="repository (repeatable)")
+    what = gh.add_mutually_exclusive_group(required=True)
+    what.add_argument("--runs", dest="what", action="store_const", const="runs", help="workflow runs (GitHub Actions)")
+    what.add_argument("--deployments", dest="what", action="store_const", const="deployments", help="deployments with their statuses")
+    gh.add_argument("--workflow", metavar="FILE|ID", help="with --runs: only this workflow (deploy.yml, or its id)")
+    gh.add_argument("--jobs", action="store_true",
+                    help="with --runs: also fetch each run's jobs and embed them as `jobs` (one more request per run)")
+    gh.add_argument("--environment", metavar="NAME", help="with --deployments: only this environment")
+    _common(gh, date_type, page_size=github.MAX_PAGE, max_page=github.MAX_PAGE)
+    gh.set_defaults(handler=cmd_github)
 
 
 def _http(args: argparse.Namespace, url: str, secret_headers: dict[str, str], progress: Progress, *,
@@ -91,3 +108,12 @@ def cmd_gitlab(args: argparse.Namespace) -> int:
                                    page_size=args.page_size, since=args.since)
     progress = Progress("deployments")
     return _finish(gitlab.fetch(options, args.output, _http(args, url, secret, progress), progress=progress))
+
+
+def cmd_github(args: argparse.Namespace) -> int:
+    secret = github.read_credentials(args.token_file)
+    options = github.GitHubOptions(args.api_url.rstrip("/"), tuple(args.repos), what=args.what, workflow=args.workflow,
+                                   jobs=args.jobs, environment=args.environment, page_size=args.page_size, since=args.since)
+    progress = Progress("runs" if args.what == "runs" else "deployments")
+    http = _http(args, options.api_url, secret, progress, option="--api-url", headers=github.HEADERS)
+    return _finish(github.fetch(options, args.output, http, progress=progress))

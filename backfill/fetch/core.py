@@ -178,23 +178,32 @@ class Http:
         return self.base_url + path
 
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> tuple[Any, httpx.Response]:
-        response = self.get(url, params)
+        return self._json(self.send("GET", url, params=params))
+
+    def post_json(self, url: str, body: Any) -> tuple[Any, httpx.Response]:
+        return self._json(self.send("POST", url, body=body))
+
+    def _json(self, response: httpx.Response) -> tuple[Any, httpx.Response]:
         try:
             return response.json(), response
         except (ValueError, UnicodeDecodeError):
-            raise FetchStopped(f"GET {_shown(response.url)}: the answer is not JSON "
+            raise FetchStopped(f"{response.request.method} {_shown(response.url)}: the answer is not JSON "
                                f"({response.headers.get('content-type', 'no content type')}); check {self._option}") from None
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        return self.send("GET", url, params=params)
+
+    def send(self, method: str, url: str, *, params: dict[str, Any] | None = None, body: Any = None) -> httpx.Response:
         failures = rate_limited = redirects = 0
         while True:
             self._check_origin(url)
             self._wait_for_budget()
+            what = f"{method} {_shown(url)}"
             try:
-                response = self._client.get(url, params=params, headers=self._headers)
+                response = self._client.request(method, url, params=params, json=body, headers=self._headers)
             except httpx.TransportError as exc:
                 failures += 1
-                self._retry_later(failures, f"GET {_shown(url)}: {_network_text(exc)}")
+                self._retry_later(failures, f"{what}: {_network_text(exc)}")
                 continue
             self.stats.requests += 1
             self._note_budget(response)
@@ -202,29 +211,29 @@ class Http:
             if status in REDIRECTS and response.headers.get("location"):
                 redirects += 1
                 if redirects > MAX_REDIRECTS:
-                    raise FetchStopped(f"GET {_shown(url)}: more than {MAX_REDIRECTS} redirects")
+                    raise FetchStopped(f"{what}: more than {MAX_REDIRECTS} redirects")
                 url, params = urljoin(str(response.url), response.headers["location"]), None
                 continue
-            if 200 <= status < 300:
-                return response
             wait = self._rate_limit_wait(response)
             if wait is not None:
                 rate_limited += 1
                 if rate_limited > self.settings.max_rate_limit_waits:
-                    raise FetchStopped(f"GET {_shown(url)}: still rate limited after {rate_limited - 1} waits; "
+                    raise FetchStopped(f"{what}: still rate limited after {rate_limited - 1} waits; "
                                        "rerun the same command later to continue")
                 self._wait(wait, f"rate limited ({status})")
                 continue
+            if 200 <= status < 300:
+                return response
             if status in (401, 403):
                 raise AuthError(
-                    f"GET {_shown(url)}: {status} {response.reason_phrase}: {server_message(response)}; "
+                    f"{what}: {status} {response.reason_phrase}: {server_message(response)}; "
                     "the token was refused or lacks read access (see the README for the scopes it needs)"
                 )
             if status >= 500 or status == 408:
                 failures += 1
-                self._retry_later(failures, f"GET {_shown(url)}: {status} {server_message(response)}")
+                self._retry_later(failures, f"{what}: {status} {server_message(response)}")
                 continue
-            raise FetchStopped(f"GET {_shown(url)}: {status} {server_message(response)}; check {self._option} and the names given")
+            raise FetchStopped(f"{what}: {status} {server_message(response)}; check {self._option} and the names given")
 
     def _check_origin(self, url: str) -> None:
         if origin(url) != self._origin:
@@ -246,6 +255,9 @@ class Http:
     def _rate_limit_wait(self, response: httpx.Response) -> float | None:
         """Seconds to wait before retrying a rate-limited answer, or None if it is not one."""
         status, headers = response.status_code, response.headers
+        if status == 200 and _graphql_rate_limited(response):
+            reset = _number(headers.get("x-ratelimit-reset"))
+            return max(0.0, reset - self._clock()) + 1.0 if reset is not None else self.settings.default_rate_limit_wait
         if status not in (403, 429):
             return None
         after = parse_retry_after(headers.get("retry-after"), now=self._clock())
@@ -280,6 +292,17 @@ class Http:
         if self.progress:
             self.progress.waiting(seconds, reason)
         self._sleep(seconds)
+
+
+def _graphql_rate_limited(response: httpx.Response) -> bool:
+    """GitHub GraphQL answers an exhausted budget with 200 and `errors: [{"type": "RATE_LIMITED"}]`."""
+    if response.request.method != "POST" or b"RATE_LIMITED" not in response.content[:4000]:
+        return False
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(errors, list) and any(isinstance(e, dict) and e.get("type") == "RATE_LIMITED" for e in errors)
 
 
 def _number(text: str | None) -> float | None:
