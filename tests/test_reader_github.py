@@ -512,6 +512,23 @@ def test_not_deployments_are_bad_rows(tmp_path: Path) -> None:
 
 # --- no traceback on any input ----------------------------------------------------------------
 
+@pytest.mark.parametrize("fmt", ["github-actions", "github-deployments"])
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000 + "]" * 100_000,
+     json.dumps([{"id": 1, "head_sha": "a", "sha": "a"}]) + "[" * 990 + json.dumps({"id": 2, "sha": "b"}) + "]" * 990,
+     json.dumps({"id": 1, "sha": "a", "head_sha": "a", "x": json.loads("[" * 900 + "]" * 900)})],
+    ids=["deep-array", "deep-list-of-records", "deep-field"],
+)
+def test_deep_nesting_is_one_clear_error_or_rows(tmp_path: Path, fmt: str, text: str) -> None:
+    path = write(tmp_path, text)
+    try:
+        frame, bad = read_all(path, fmt)
+    except ReaderError as exc:
+        assert str(exc).startswith(f"{path}: JSON nested too deeply to read")
+        return
+    assert len(frame) + len(bad) >= 1
+
 _scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(
     ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00+02:00", "completed", "SUCCESS", "inactive", "x"])
 _keys = st.sampled_from(["id", "run_attempt", "status", "conclusion", "updated_at", "jobs", "completed_at",

@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from backfill.errors import ReaderError
 from backfill.readers import BadRow, RowChunk, SourceConfig, flatten, read_text, scalar_text
 from backfill.readers.gitlab import iter_json_values, reject_if_nothing_read, rows_to_chunks
 
@@ -172,8 +173,14 @@ def read_items(path: Path, source: SourceConfig, collect: Callable[[Any, list[It
     A file with nothing but unrecognised objects is rejected as not `expected`."""
     text = read_text(path, source.encoding)
     items: list[Item] = []
-    for value in iter_json_values(text, path):
-        collect(value, items)
+    try:
+        for value in iter_json_values(text, path):
+            collect(value, items)
+    except RecursionError:  # Python's JSON parser (and flattening) recurse once per level
+        raise ReaderError(
+            f"{path}: JSON nested too deeply to read (hundreds of levels, after record {len(items)}); "
+            "this is not an API export: export it again"
+        ) from None
     reject_if_nothing_read(path, items, expected)
     return items
 

@@ -30,6 +30,7 @@ these columns are always present and filled from whichever shape the row came fr
 | `finished_at_estimated` | `true` for an inactive-only deployment (its success time is unknown), `false` when `finished_at` is a status time, empty otherwise |
 | `log_url` | that status's `log_url`, else its `target_url` (GraphQL `logUrl`); empty where absent |
 | `statuses_seen` | how many statuses the row carried (embedded ones plus GraphQL `latestStatus`) |
+| `commit.committedDate` | GraphQL `commit { committedDate }` when the query asks for it (the preview's lead time); empty for REST, which has no commit date |
 
 The latest status is picked by time (statuses compared as instants, so offsets are fine); when
 times are missing or unreadable, by position (the APIs list the newest first).
@@ -54,7 +55,7 @@ Item = tuple[Row | None, BadRow | None]
 
 BASE_FIELDS = (
     "id", "node_id", "sha", "ref", "environment", "creator.login", "created_at", "started_at",
-    "state_effective", "finished_at", "finished_at_estimated", "log_url", "statuses_seen",
+    "state_effective", "finished_at", "finished_at_estimated", "log_url", "statuses_seen", "commit.committedDate",
 )
 TERMINAL = ("success", "failure", "error")
 NOTES = {
