@@ -29,6 +29,10 @@ written (numbers keep their text, lists become compact JSON, null becomes empty)
 
 Objects that are not runs (a jobs response on its own, a `workflow_run` webhook payload, an
 unrelated object) are reported as invalid rows; a file with nothing but such objects is rejected.
+
+The file is streamed (`readers.jsonstream`): one top-level value (a page, or one element of an
+array) in memory at a time. It is read twice: the first pass only ranks the records of each run
+id (memory: one entry per id), the second makes the rows.
 """
 
 from __future__ import annotations
@@ -37,12 +41,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from backfill.errors import ReaderError
-from backfill.readers import BadRow, RowChunk, SourceConfig, flatten, read_text, scalar_text
-from backfill.readers.gitlab import iter_json_values, reject_if_nothing_read, rows_to_chunks
+from backfill.readers import RowChunk, SourceConfig, flatten, scalar_text
+from backfill.readers.gitlab import TOO_DEEP, read_values, stream_values
+from backfill.readers.jsonstream import JSONStream, TooDeep, kind, open_binary
 
 Row = dict[str, str | None]
-Item = tuple[Row | None, BadRow | None]
 
 BASE_FIELDS = (
     "id", "name", "display_title", "path", "workflow_file", "event", "status", "conclusion", "head_branch",
@@ -108,15 +111,15 @@ def finished_at(run: dict[str, Any]) -> str | None:
     return _text(run.get("updated_at"))
 
 
-def run_row(run: dict[str, Any]) -> Row:
+def run_row(run: dict[str, Any], latest: bool) -> Row:
     """One run as a row: its fields by dotted path, the guaranteed columns, the derived fields
-    (`latest_attempt` is set once the whole file is known, see `mark_latest_attempts`)."""
+    (`latest`: whether this row stands for its run id, see `Attempts`)."""
     row: Row = dict.fromkeys(BASE_FIELDS)
     flatten(run, out=row)
     row["finished_at"] = finished_at(run)
     row["started_at"] = row.get("run_started_at") or row.get("created_at")
     row["workflow_file"] = workflow_file(row.get("path"))
-    row["latest_attempt"] = None
+    row["latest_attempt"] = "true" if latest else "false"
     return row
 
 
@@ -138,87 +141,133 @@ def classify(node: dict[str, Any]) -> str:
 
 # --- re-runs: one row per run id --------------------------------------------------------------
 
-def _attempt(row: Row) -> int:
-    text = (row.get("run_attempt") or "").strip()
-    return int(text) if text.isdigit() else 1
+def rank(run: dict[str, Any], number: int) -> tuple:
+    """Greater is the record that stands for its run: highest attempt (missing counts as 1),
+    completed, earliest end, first in the file."""
+    attempt = (_text(run.get("run_attempt")) or "").strip()
+    end = parse_instant(finished_at(run))
+    return (
+        int(attempt) if attempt.isdigit() else 1,
+        scalar_text(run.get("status")) == "completed",
+        -end.timestamp() if end is not None else float("-inf"),
+        -number,
+    )
 
 
-def _rank(row: Row, position: int) -> tuple:
-    """Greater is the row that stands for its run: highest attempt, completed, earliest end, first."""
-    end = parse_instant(row.get("finished_at"))
-    end_key = -end.timestamp() if end is not None else float("-inf")
-    return (_attempt(row), row.get("status") == "completed", end_key, -position)
+class Attempts:
+    """Which record stands for each run id: offered every run with its record number (first pass),
+    then asked about each (second pass). Memory: one entry per run id, not per row."""
 
+    def __init__(self) -> None:
+        self._best: dict[str, tuple[tuple, int]] = {}
 
-def mark_latest_attempts(rows: list[tuple[int, Row]]) -> None:
-    """Set `latest_attempt` on numbered rows: `true` on the one row per run id that stands for
-    the run, `false` on the rest. Rows without an id each stand for themselves."""
-    best: dict[str, tuple[tuple, int]] = {}
-    for position, row in rows:
-        key = row.get("id")
+    def offer(self, run: dict[str, Any], number: int) -> None:
+        key = _text(run.get("id"))
         if key is None:
-            continue
-        rank = _rank(row, position)
-        if key not in best or rank > best[key][0]:
-            best[key] = (rank, position)
-    winners = {position for _, position in best.values()}
-    for position, row in rows:
-        row["latest_attempt"] = "true" if row.get("id") is None or position in winners else "false"
+            return
+        mine = rank(run, number)
+        if key not in self._best or mine > self._best[key][0]:
+            self._best[key] = (mine, number)
+
+    def is_latest(self, run: dict[str, Any], number: int) -> bool:
+        key = _text(run.get("id"))
+        return key is None or key not in self._best or self._best[key][1] == number
 
 
 # --- pulling records from the file ------------------------------------------------------------
 
-def read_items(path: Path, source: SourceConfig, collect: Callable[[Any, list[Item]], None], expected: str) -> list[Item]:
-    """Every JSON value in the file through `collect`: numbered rows and bad rows, in file order.
-    A file with nothing but unrecognised objects is rejected as not `expected`."""
-    text = read_text(path, source.encoding)
-    items: list[Item] = []
+class _Offers:
+    """The first pass's sink: numbers the records exactly as `Rows` does (a bad record takes a
+    number too) and offers each run to `Attempts`; keeps no rows."""
+
+    def __init__(self, attempts: Attempts):
+        self.attempts = attempts
+        self.count = 0
+
+    def run(self, run: dict[str, Any]) -> None:
+        self.count += 1
+        self.attempts.offer(run, self.count)
+
+    def bad(self, reason: str, text: str = "", number: int | None = None) -> None:
+        self.count += 1
+
+    def ready(self) -> bool:
+        return False
+
+    def take(self) -> RowChunk:  # pragma: no cover - never ready
+        raise NotImplementedError
+
+
+ARRAY_LEVELS = 32  # arrays of arrays streamed element by element; deeper ones are decoded whole
+
+
+def walk_values(
+    stream: JSONStream, sink: Any, collect: Callable[[Any, Any], None], what: str, depth: int = 0
+) -> Iterator[RowChunk]:
+    """The value at the cursor: an array one element at a time, anything else decoded whole and
+    given to `collect(value, sink)`; a chunk goes out whenever the sink has one ready. A value nested
+    too deeply is one bad record (arrays below ARRAY_LEVELS are decoded whole, so that the walk's
+    own recursion stays bounded)."""
+    if stream.peek() == "[" and depth < ARRAY_LEVELS:
+        for _ in stream.elements():
+            yield from walk_values(stream, sink, collect, what, depth + 1)
+        return
     try:
-        for value in iter_json_values(text, path):
-            collect(value, items)
-    except RecursionError:  # Python's JSON parser (and flattening) recurse once per level
-        raise ReaderError(
-            f"{path}: JSON nested too deeply to read (hundreds of levels, after record {len(items)}); "
-            "this is not an API export: export it again"
-        ) from None
-    reject_if_nothing_read(path, items, expected)
-    return items
+        value = stream.value()
+    except TooDeep:
+        sink.bad(f"a value {TOO_DEEP}, not {what}")
+        return
+    try:
+        collect(value, sink)
+    except RecursionError:
+        sink.bad(f"a value {TOO_DEEP}, not {what}")
+    if sink.ready():
+        yield sink.take()
 
 
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
-    """Rows of GitHub Actions workflow runs from one file (see the module docstring)."""
-    items = read_items(path, source, _collect, "GitHub Actions workflow runs")
-    mark_latest_attempts([(n, row) for n, (row, _) in enumerate(items) if row is not None])
-    yield from rows_to_chunks(items)
+    """Rows of GitHub Actions workflow runs from one file (see the module docstring). Two passes
+    over the file: the first finds which record stands for each run id, the second makes the rows."""
+    attempts = Attempts()
+    offers = _Offers(attempts)
+    with open_binary(path, source.encoding) as handle, stream_values(handle, path, source.encoding) as (stream, tops):
+        for _ in tops:
+            for _chunk in walk_values(stream, offers, _collect, "a workflow run"):
+                pass
+
+    def collect(value: Any, rows: Any) -> None:
+        _collect(value, rows, attempts)
+
+    return read_values(
+        path, source, "GitHub Actions workflow runs",
+        lambda stream, rows: walk_values(stream, rows, collect, "a workflow run"),
+    )
 
 
-def _collect(node: Any, items: list[Item]) -> None:
+def _collect(node: Any, sink: Any, attempts: Attempts | None = None) -> None:
     if isinstance(node, list):
         for element in node:
-            _collect(element, items)
+            _collect(element, sink, attempts)
         return
-    number = len(items) + 1
     if not isinstance(node, dict):
-        items.append((None, BadRow(number, f"a JSON {_kind(node)}, not a workflow run", _snippet(node))))
+        sink.bad(f"{kind(node)}, not a workflow run", _snippet(node))
         return
-    kind = classify(node)
-    if kind == "page":
-        _collect(node["workflow_runs"], items)
-    elif kind == "run":
-        items.append((run_row(node), None))
+    what = classify(node)
+    if what == "page":
+        _collect(node["workflow_runs"], sink, attempts)
+    elif what != "run":
+        sink.bad(what, _snippet(node))
+    elif isinstance(sink, _Offers):
+        sink.run(node)
     else:
-        items.append((None, BadRow(number, kind, _snippet(node))))
+        number = sink.count + 1
+        latest = attempts is None or attempts.is_latest(node, number)
+        sink.add(run_row(node, latest))
 
 
 def _text(value: Any) -> str | None:
     return None if isinstance(value, (dict, list)) else scalar_text(value)
 
 
-def _kind(value: Any) -> str:
-    """A JSON value that is not an object (numbers are read as their text)."""
-    return "null" if value is None else "string or number" if isinstance(value, str) else type(value).__name__
-
-
 def _snippet(value: Any) -> str:
     return (scalar_text(value) or "")[:200]
-

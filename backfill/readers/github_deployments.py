@@ -46,12 +46,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from backfill.readers import BadRow, RowChunk, SourceConfig, flatten, scalar_text
-from backfill.readers.github_actions import parse_instant, read_items
-from backfill.readers.gitlab import rows_to_chunks
+from backfill.readers import RowChunk, SourceConfig, flatten, scalar_text
+from backfill.readers.github_actions import parse_instant, walk_values
+from backfill.readers.gitlab import read_values
+from backfill.readers.jsonstream import kind
 
 Row = dict[str, str | None]
-Item = tuple[Row | None, BadRow | None]
 
 BASE_FIELDS = (
     "id", "node_id", "sha", "ref", "environment", "creator.login", "created_at", "started_at",
@@ -181,8 +181,11 @@ def classify(node: dict[str, Any]) -> str:
 # --- pulling records from the file ------------------------------------------------------------
 
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
-    """Rows of GitHub deployments from one file (see the module docstring)."""
-    yield from rows_to_chunks(read_items(path, source, _collect, "GitHub deployments"))
+    """Rows of GitHub deployments from one file (see the module docstring), streamed: one
+    top-level value (a page, or an element of an array) in memory at a time."""
+    return read_values(
+        path, source, "GitHub deployments", lambda stream, rows: walk_values(stream, rows, _collect, "a deployment")
+    )
 
 
 def _page_nodes(page: dict[str, Any]) -> list[Any]:
@@ -196,29 +199,27 @@ def _page_nodes(page: dict[str, Any]) -> list[Any]:
     return []
 
 
-def _collect(node: Any, items: list[Item], graphql: bool = False) -> None:
+def _collect(node: Any, rows: Any, graphql: bool = False) -> None:
     if isinstance(node, list):
         for element in node:
-            _collect(element, items, graphql)
+            _collect(element, rows, graphql)
         return
-    number = len(items) + 1
     if not isinstance(node, dict):
-        kind = "null" if node is None else "string or number" if isinstance(node, str) else type(node).__name__
-        items.append((None, BadRow(number, f"a JSON {kind}, not a deployment", _snippet(node))))
+        rows.bad(f"{kind(node)}, not a deployment", _snippet(node))
         return
-    kind = classify(node)
-    if kind == "graphql-page":
+    what = classify(node)
+    if what == "graphql-page":
         for element in _page_nodes(node):
             if isinstance(element, dict) and "id" in element:
-                items.append((deployment_row(element, graphql=True), None))
+                rows.add(deployment_row(element, graphql=True))
             else:
-                _collect(element, items, graphql=True)
-    elif kind == "graphql-node":
-        items.append((deployment_row(node, graphql=True), None))
-    elif kind == "rest":
-        items.append((deployment_row(node, graphql=False), None))
+                _collect(element, rows, graphql=True)
+    elif what == "graphql-node":
+        rows.add(deployment_row(node, graphql=True))
+    elif what == "rest":
+        rows.add(deployment_row(node, graphql=False))
     else:
-        items.append((None, BadRow(number, kind, _snippet(node))))
+        rows.bad(what, _snippet(node))
 
 
 def _snippet(value: Any) -> str:
