@@ -13,7 +13,9 @@ from backfill import __version__, importer, ledger_cli, sandbox, upload_cli
 from backfill.errors import BackfillError, ExitStatus, UsageError
 from backfill.events import MAX_BATCH
 from backfill.fetch import cli as fetch_cli
+from backfill.inputs import output_problem
 from backfill.mapping import load_mapping
+from backfill.normalize import parse_instant
 from backfill.throttle import rate_limit_argument
 
 
@@ -40,11 +42,19 @@ def _entity_id(text: str) -> str:
 
 
 def _date(text: str) -> pd.Timestamp:
+    """--since/--until: a real date (never NaT: an empty variable or `nat` would drop every row)."""
     try:
-        stamp = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or an ISO 8601 date-time)") from None
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _output_file(text: str) -> str:
+    """--out/--invalid-out: a file that can be created, checked before any work is done."""
+    problem = output_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _batch_size(text: str) -> int:
@@ -66,7 +76,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a constant attribute for every event, e.g. --set env=production (repeatable)")
     parser.add_argument("--since", type=_date, metavar="DATE", help="keep only events at or after DATE (UTC)")
     parser.add_argument("--until", type=_date, metavar="DATE", help="keep only events before DATE (UTC)")
-    parser.add_argument("--invalid-out", metavar="FILE", help="write every invalid row (JSON Lines) with its reason")
+    parser.add_argument("--invalid-out", type=_output_file, metavar="FILE", help="write every invalid row (JSON Lines) with its reason")
     parser.add_argument("--strict", action="store_true", help="exit non-zero if any row is invalid")
     parser.add_argument("--batch-size", type=_batch_size, default=MAX_BATCH, metavar="N", help=f"events per request, 1-{MAX_BATCH} (default {MAX_BATCH})")
     parser.add_argument("--rate-limit", dest="rate_limits", action="append", type=rate_limit_argument, metavar="N/PERIOD",
@@ -84,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "With --target/--base-url (and the key, only to find its ledger) "
                                               "it also says which events earlier imports sent there.")
     _plan_arguments(preview)
-    preview.add_argument("--out", metavar="FILE", help="write every request body, one {\"events\": [...]} per line")
+    preview.add_argument("--out", type=_output_file, metavar="FILE", help="write every request body, one {\"events\": [...]} per line")
     preview.add_argument("--show", type=int, default=1, metavar="N", help="pretty-print the first N requests (default 1, 0 for none)")
     preview.add_argument("--report", metavar="FILE", help="write the history and warnings: FILE.html (a page with charts) or FILE.json")
     upload_cli.target_arguments(preview)  # optional: which earlier imports to that target already sent

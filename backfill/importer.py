@@ -29,9 +29,11 @@ import pandas as pd
 from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url, read_secret
 from backfill.errors import AuthError, CheckpointError, StrictError, UsageError
 from backfill.events import MAX_BATCH
+from backfill.inputs import check_outputs
 from backfill.journal import Journal, PlannedEvent
 from backfill.ledger import Ledger, LedgeredJournal, LedgerMatches, SharedBudget, open_for
 from backfill.mapping import load_mapping
+from backfill.normalize import parse_instant
 from backfill.plan import FILE, ROW, Plan, build_plan
 from backfill.summary import duration_text, first_payloads, plan_summary
 from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, parse_rate_limit
@@ -51,10 +53,12 @@ log = logging.getLogger("backfill")
 def _utc(value: Any, name: str) -> pd.Timestamp | None:
     if value is None:
         return None
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise UsageError(f"{name}: not a date: {value!r} (use YYYY-MM-DD or an ISO 8601 date-time)") from None
+    try:  # text by the CLI's rules (never NaT: an empty variable would drop every row)
+        stamp = parse_instant(value) if isinstance(value, str) else pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{name}: {exc if isinstance(value, str) else f'not a date: {value!r}'}") from None
+    if pd.isna(stamp):
+        raise UsageError(f"{name}: not a date: {value!r}")
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
@@ -149,6 +153,7 @@ def plan_import(
 
 def _plan(inputs: Paths, mapping: Any, options: PlanOptions, invalid_out: Any, *, for_import: bool = False) -> Plan:
     options.check()
+    check_outputs(inputs, {"--invalid-out": invalid_out})
     rules = load_mapping(mapping).with_overrides(options.entity_id, dict(options.sets))
     result = build_plan([str(p) for p in inputs], rules, since=options.since, until=options.until, with_row_hashes=for_import)
     if invalid_out:
@@ -187,6 +192,7 @@ def preview(
     Told the target (`target` or `base_url`, with the key to find its ledger, or `ledger` alone), the
     summary also says which events earlier imports sent there already. Nothing is sent, the key to no one."""
     settings = settings or UploadSettings()
+    check_outputs(inputs, {"--out": out, "--invalid-out": invalid_out})
     book, name = _preview_ledger(target, base_url, api_key, api_key_file, ledger)
     result = plan_import(inputs, mapping, options=options, invalid_out=invalid_out)
     summary = plan_summary(result, batch_size=settings.batch_size, limits=settings.limits)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
+import functools
 import string
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
+import pandas as pd
 import yaml
 
-from backfill.errors import MappingError
-from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, STATUS_VALUES, closest
+from backfill.errors import MappingError, UsageError
+from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, STATUS_SYNONYMS, STATUS_VALUES, closest
+from backfill.normalize import TEXT, parse_datetimes
 from backfill.patterns import PatternError, check_pattern
 from backfill.readers import FORMATS, SourceConfig
 
@@ -93,19 +97,43 @@ class Mapping:
 
         attributes = dict(self.attributes)
         for name, value in sets.items():
-            if name not in ATTRIBUTES:
-                hint = closest(name, ATTRIBUTES)
-                raise MappingError(
-                    f"--set {name}=...: unknown attribute {name!r}"
-                    + (f" (did you mean {hint!r}?)" if hint else f"; valid: {', '.join(ATTRIBUTES)}")
-                )
-            attributes[name] = FieldRule(key=f"--set {name}", line=0, value=value)
+            attributes[name] = FieldRule(key=f"--set {name}", line=0, value=self._set_value(name, value))
         entity = self.entity
         if entity_id is not None:
-            entity = FieldRule(key="--entity-id", line=0, value=entity_id)
-        if "status" in sets:
-            _check_status_rule(self.path, attributes["status"])
+            if _control(entity_id):
+                raise UsageError(f"--entity-id {entity_id!r}: holds a control character")
+            entity = FieldRule(key="--entity-id", line=0, value=entity_id.strip())
         return replace(self, attributes=attributes, entity=entity)
+
+    def _set_value(self, name: str, value: str) -> str:
+        """A `--set NAME=VALUE` checked as the mapping's constants are: a usage error (exit 2)
+        naming the option, never every row invalid or the mapping file blamed."""
+        option = f"--set {name}={value}"
+        if name not in ATTRIBUTES:
+            hint = closest(name, ATTRIBUTES)
+            raise UsageError(
+                f"{option}: unknown attribute {name!r}"
+                + (f" (did you mean {hint!r}?)" if hint else f"; valid: {', '.join(ATTRIBUTES)}")
+            )
+        value = value.strip()
+        if not value:
+            raise UsageError(f"{option}: empty value; leave the --set out to send no {name}")
+        if _control(value):
+            raise UsageError(f"--set {name}={value!r}: holds a control character")
+        if name == "status":
+            status = STATUS_SYNONYMS.get(value.lower())
+            if status is None:
+                raise UsageError(f"{option}: status must be 'success' or 'failed', not {value!r}")
+            return status
+        if name in DATE_ATTRIBUTES:
+            times, why = parse_datetimes(pd.Series([value], dtype=TEXT), timezone=self.source.timezone, label=name)
+            if pd.isna(times.iloc[0]):
+                reason = why.iloc[0] if isinstance(why.iloc[0], str) else f"cannot read {value!r} as a date-time"
+                raise UsageError(
+                    f"{option}: {reason.removeprefix(name + ': ').split('; give timestamp format')[0]}; "
+                    "give an ISO 8601 date-time such as 2023-04-10T08:00:00Z"
+                )
+        return value
 
     @property
     def fields(self) -> set[str]:
@@ -121,6 +149,11 @@ class Mapping:
     def rules(self) -> list[FieldRule]:
         rules = [self.timestamp, *self.attributes.values()]
         return [self.entity, *rules] if self.entity else rules
+
+
+def _control(text: str) -> bool:
+    """True when text holds a control character (C0, DEL, C1), which no constant should."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
 
 
 def template_fields(template: str) -> list[str]:
@@ -245,11 +278,37 @@ def _strptime_format(fmt: str, err: _Err, node: yaml.Node, key: str) -> None:
             raise err(node, f"{key}: invalid strptime format: {exc}") from None
 
 
-def _zone(name: str, err: _Err, node: yaml.Node, key: str) -> None:
+@functools.lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def zone_problem(name: str) -> str | None:
+    """Why `name` is not a time zone the planner can use (None when it is): an IANA zone name,
+    not a zone directory (`Europe`), a file of the zone database (`zone.tab`) or a path."""
+    if name in _zones():
+        return None
+    inside = sorted(z for z in _zones() if z.startswith(name.rstrip("/") + "/"))
+    if inside and name.rstrip("/"):
+        return (
+            f"{name!r} is a region (a directory of zones), not a time zone; "
+            f"name a zone in it such as {', '.join(inside[:3])}"
+        )
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise err(node, f"{key}: unknown time zone {name!r}; use an IANA name like Europe/Berlin") from None
+        pd.Timestamp("2020-01-01").tz_localize(name)
+        return None  # a zone outside the list, such as posixrules
+    except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError, ValueError, OSError, pandas' own
+        pass
+    hint = closest(name, sorted(_zones()))
+    suggestion = f"did you mean {hint!r}?" if hint else "use an IANA name like Europe/Berlin"
+    return f"unknown time zone {name!r}; {suggestion}"
+
+
+def _zone(name: str, err: _Err, node: yaml.Node, key: str) -> None:
+    problem = zone_problem(name)
+    if problem:
+        raise err(node, f"{key}: {problem}")
 
 
 def _check_status_rule(path: str, rule: FieldRule) -> None:
@@ -269,6 +328,8 @@ def parse_mapping(text: str, path: str = "<mapping>") -> Mapping:
     err = _Err(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise MappingError(f"{path}: invalid YAML: nested too deeply (a mapping is a few levels of keys)") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -347,21 +408,57 @@ def _source(section: tuple[yaml.Node, yaml.Node] | None, err: _Err) -> SourceCon
             raise err(vnode, f"source.format: unknown format {value!r}; use one of {', '.join(FORMATS)}")
         if name == "delimiter":
             value = {"\\t": "\t", "tab": "\t"}.get(value, value)
-            if len(value) != 1:
-                raise err(vnode, "source.delimiter: must be one character such as , ; | or \\t")
+            problem = delimiter_problem(value)
+            if problem:
+                raise err(vnode, f"source.delimiter: {problem}")
             values[name] = value
         if name == "timezone":
             _zone(value, err, vnode, "source.timezone")
         if name == "repo_url_matches":
             _regex(value, err, vnode, "source.repo_url_matches")
         if name == "encoding":
-            import codecs
-
-            try:
-                codecs.lookup(value)
-            except LookupError:
-                raise err(vnode, f"source.encoding: unknown encoding {value!r}") from None
+            problem = encoding_problem(value)
+            if problem:
+                raise err(vnode, f"source.encoding: {problem}")
     return SourceConfig(**values)
+
+
+def delimiter_problem(value: str) -> str | None:
+    """Why `value` cannot separate CSV fields (None when it can): one ASCII character that is not a
+    line break, a quote, a letter, a digit or another control character; tab is allowed."""
+    shown = repr(value)
+    if len(value) != 1:
+        return f"must be one character such as , ; | or \\t, not {shown}"
+    if value in "\r\n":
+        return f"{shown} is a line break: rows end there; use , ; | or \\t"
+    if value == '"':
+        return "'\"' is the quote character; use , ; | or \\t"
+    if value != "\t" and not 32 <= ord(value) < 127:
+        kind = "a control character" if ord(value) < 32 or ord(value) == 127 else "not an ASCII character"
+        return f"{shown} is {kind}; use , ; | or \\t (the CSV parser splits on one ASCII byte)"
+    if value.isalnum():
+        return f"{shown} is a letter or digit, which would split values; use , ; | or \\t"
+    return None
+
+
+# Codecs with a name that are not a file's text encoding (bytes <-> str of a file, chunk by chunk).
+_NOT_FILE_ENCODINGS = {"idna", "punycode", "undefined", "unicode_escape", "raw_unicode_escape", "unicode_internal"}
+
+
+def encoding_problem(name: str) -> str | None:
+    """Why `name` cannot decode an input file (None when it can): unknown, or a codec that is not a
+    text encoding (hex, base64, rot13, zlib, ...) or that transforms text (idna, unicode_escape)."""
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        return f"unknown encoding {name!r}"
+    if not getattr(info, "_is_text_encoding", True) or info.name.replace("-", "_") in _NOT_FILE_ENCODINGS:
+        return f"{name!r} is not a text encoding (it is a codec that transforms data); use e.g. utf-8, latin-1, cp1252"
+    try:
+        codecs.getincrementaldecoder(info.name)
+    except (LookupError, TypeError):
+        return f"{name!r} cannot decode a file piece by piece; use e.g. utf-8, latin-1, cp1252"
+    return None
 
 
 def _regex(pattern: str, err: _Err, node: yaml.Node, key: str) -> None:

@@ -212,7 +212,11 @@ def _to_datetime(text: pd.Series, *, utc: bool = False, **options) -> pd.Series:
 
 
 def _parse_automatic(text: pd.Series, timezone: str, label: str, out: pd.Series, why: pd.Series) -> None:
-    """ISO 8601 with a zone to UTC; naive ISO date-times read in `timezone`."""
+    """ISO 8601 with a zone to UTC; naive ISO date-times read in `timezone`. Text that does not
+    start with a digit is unreadable (pandas would read `now` and `today` as the current time)."""
+    text = text[text.str.slice(0, 1).str.isdigit().fillna(False).astype(bool)]
+    if text.empty:
+        return
     has_zone = text.str.contains(_AWARE, regex=True)
     if has_zone.any():
         zoned = text[has_zone]
@@ -369,3 +373,23 @@ def normalize_status(values: pd.Series, label: str = "status") -> tuple[pd.Serie
             values[bad], f"{label}:", " is neither success nor failed; add a lookup to the status rule or a filter rule"
         )
     return out, why
+
+
+def parse_instant(text: str) -> pd.Timestamp:
+    """One date or date-time given on the command line (`--since`), read by the rules of the data
+    with naive values in UTC; a year alone is its first day. ValueError when it is not a real
+    date (empty, `nat`, `now`, out of range, ...)."""
+    given = text
+    text = text.strip()
+    if len(text) == 4 and text.isdigit():
+        text += "-01-01"
+    times = None
+    if text and not (text.isdigit() and len(text) < 9):  # an empty shell variable; not an epoch number
+        times, _ = parse_datetimes(pd.Series([text], dtype=TEXT))
+    if times is None or pd.isna(times.iloc[0]):
+        raise ValueError(
+            f"not a date: {given!r}; use YYYY-MM-DD or an ISO 8601 date-time such as 2023-04-10T08:00:00Z "
+            "(UTC unless it has an offset), in the years 1900-2199"
+        )
+    return times.iloc[0]
+

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from backfill import source_facts
 from backfill.errors import MappingError
 from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
+from backfill.inputs import check_distinct_inputs, copies_of_earlier
 from backfill.mapping import FieldRule, Mapping, template_fields
 from backfill.normalize import TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, parse_datetimes
 from backfill.patterns import search
@@ -64,6 +65,7 @@ class PlanReport:
     duplicates: int = 0
     empty: int = 0  # CSV rows without any value
     notes: dict[str, int] = field(default_factory=dict)  # reader note field -> planned events with it (readers.reader_notes)
+    copies: list[tuple[str, int, str]] = field(default_factory=list)  # (input, rows copied, of which earlier input)
     invalid: list[InvalidRow] = field(default_factory=list)
     planned: int = 0
     facts: dict[str, dict] = field(default_factory=dict)  # path -> what the report needs of the file as a whole
@@ -441,9 +443,12 @@ def build_plan(
     report = PlanReport()
     parts: list[pd.DataFrame] = []
     files = [str(p) for p in paths]
+    check_distinct_inputs(files)
+    source_hashes: list[list[np.ndarray]] = []  # with several inputs: to count rows copied between them
     for index, path in enumerate(files):
         rows = good = 0
         seen: set[str] = set()
+        source_hashes.append([])
         for chunk in reader(Path(path), mapping.source):
             frame = chunk.frame
             rows += len(frame) + len(chunk.bad) + chunk.empty
@@ -457,6 +462,8 @@ def build_plan(
                 report.invalid.append(InvalidRow(path, bad.row, chunk.unit, bad.reason, {"text": bad.text} if bad.text else {}))
             if not len(frame):
                 continue
+            if len(files) > 1:
+                source_hashes[-1].append(row_hashes(frame))
             events, reasons, skipped = map_chunk(mapping, frame, index, with_row_hashes=with_row_hashes)
             report.filtered.update(skipped)
             if len(reasons):
@@ -466,6 +473,8 @@ def build_plan(
         if good and mapping.source.format != "csv":  # rows the reader could not read are reported as such
             _check_fields(mapping, seen, path)
         report.files.append((path, rows))
+    for index, copied, earlier in copies_of_earlier([np.concatenate(h) if h else np.array([], "uint64") for h in source_hashes]):
+        report.copies.append((files[index], copied, files[earlier]))
 
     events = pd.concat(parts, ignore_index=True) if parts else _empty_events(mapping)
     del parts  # the chunks' frames are freed here: memory holds the plan once, not twice

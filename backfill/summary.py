@@ -67,6 +67,11 @@ def plan_summary(
         + (f" + {report.outside_range} outside --since/--until" if report.outside_range else "")
         + (f" + {report.empty} empty rows" if report.empty else "")
     )
+    for path, copied, earlier in report.copies:
+        folded = "folded as duplicates only where the dedupe key is complete" if plan.mapping.dedupe else (
+            "planned again; if the exports overlap, add a dedupe: key to the mapping"
+        )
+        lines.append(f"Warning: {path}: {copied} rows are copies of rows of {earlier} (the same value in every field); {folded}")
     for label, n in report.filtered.items():
         lines.append(f"  skipped by filter {label}: {n}")
     if report.duplicates:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.errors import ExitStatus, MappingError
+from backfill.errors import ExitStatus, MappingError, UsageError
 from backfill.events import ATTRIBUTES
 from backfill.mapping import FieldRule, load_mapping, parse_mapping
 from backfill.readers import SourceConfig
@@ -158,8 +158,8 @@ def test_every_documented_attribute_is_accepted():
         ("source:\n  format: xml\ntimestamp: t\n",
          "m.yaml, line 2: source.format: unknown format 'xml'; use one of csv, json, ndjson, jenkins, gitlab, github-actions, github-deployments"),
         ("source: {timezone: Europe/Berlim}\ntimestamp: t\n",
-         "m.yaml, line 1: source.timezone: unknown time zone 'Europe/Berlim'; use an IANA name like Europe/Berlin"),
-        ("timestamp: t\nsource: {delimiter: ';;'}\n", "m.yaml, line 2: source.delimiter: must be one character such as , ; | or \\t"),
+         "m.yaml, line 1: source.timezone: unknown time zone 'Europe/Berlim'; did you mean 'Europe/Berlin'?"),
+        ("timestamp: t\nsource: {delimiter: ';;'}\n", "m.yaml, line 2: source.delimiter: must be one character such as , ; | or \\t, not ';;'"),
         ("timestamp: t\nsource: {encoding: klingon}\n", "m.yaml, line 2: source.encoding: unknown encoding 'klingon'"),
         ("timestamp: t\nsource: {fromat: csv}\n", "m.yaml, line 2: source: unknown key 'fromat'; did you mean 'format'?"),
         # filter and dedupe
@@ -199,16 +199,39 @@ def test_overrides_replace_entity_and_set_attributes():
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        ({"Env": "x"}, "--set Env=...: unknown attribute 'Env' (did you mean 'env'?)"),
-        ({"build_sha": "x"}, "--set build_sha=...: unknown attribute 'build_sha' (did you mean 'build_commit_sha'?)"),
-        ({"status": "ok"}, "m.yaml: --set status: status must be 'success' or 'failed', not 'ok'"),
+        ({"Env": "x"}, "--set Env=x: unknown attribute 'Env' (did you mean 'env'?)"),
+        ({"build_sha": "x"}, "--set build_sha=x: unknown attribute 'build_sha' (did you mean 'build_commit_sha'?)"),
+        ({"status": "ok"}, "--set status=ok: status must be 'success' or 'failed', not 'ok'"),
+        ({"status": "maybe"}, "--set status=maybe: status must be 'success' or 'failed', not 'maybe'"),
+        ({"foo": "bar"}, "--set foo=bar: unknown attribute 'foo'; valid: " + ", ".join(ATTRIBUTES)),
+        ({"change_window_start": "tomorrow"}, "--set change_window_start=tomorrow: cannot read 'tomorrow' as a "
+         "date-time; give an ISO 8601 date-time such as 2023-04-10T08:00:00Z"),
+        ({"deployment_start_time": "2023-02-30"}, "--set deployment_start_time=2023-02-30: cannot read '2023-02-30' "
+         "as a date-time; give an ISO 8601 date-time such as 2023-04-10T08:00:00Z"),
+        ({"change_window_end": "1850-01-01"}, "--set change_window_end=1850-01-01: '1850-01-01' is outside the years "
+         "1900-2199; give an ISO 8601 date-time such as 2023-04-10T08:00:00Z"),
+        ({"env": "prod\x1b[2J"}, "--set env='prod\\x1b[2J': holds a control character"),
     ],
 )
-def test_bad_overrides(sets, message):
+def test_bad_overrides_are_usage_errors_naming_the_option(sets, message):
     m = parse_mapping("timestamp: t\n", "m.yaml")
-    with pytest.raises(MappingError) as caught:
+    with pytest.raises(UsageError) as caught:
         m.with_overrides(None, sets)
     assert str(caught.value) == message
+    assert caught.value.exit_status == ExitStatus.USAGE
+
+
+@pytest.mark.parametrize(("given", "sent"), [("SUCCEEDED", "success"), ("Failure", "failed"), ("success", "success")])
+def test_set_status_takes_the_recognised_spellings(given, sent):
+    m = parse_mapping("timestamp: t\n", "m.yaml").with_overrides(None, {"status": given})
+    assert m.attributes["status"].value == sent
+
+
+def test_set_date_in_the_mapping_zone_is_accepted():
+    m = parse_mapping("source: {timezone: Europe/Berlin}\ntimestamp: t\n", "m.yaml")
+    assert m.with_overrides(None, {"change_window_start": "2023-04-10 10:00"}).attributes["change_window_start"].value
+    with pytest.raises(UsageError, match="does not exist in Europe/Berlin"):
+        m.with_overrides(None, {"change_window_start": "2023-03-26 02:30"})
 
 
 def test_check_mapping_command(run_cli, write, tmp_path):

@@ -1,0 +1,225 @@
+"""Hostile and careless input at the command line and in the mapping (issue 8): every case one
+line naming the option, file or YAML line, the right exit status, no work done before it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from backfill.errors import ExitStatus
+from backfill.events import ATTRIBUTES
+
+from conftest import SAMPLE_CSV, SAMPLE_MAPPING
+
+S, M = str(SAMPLE_CSV), str(SAMPLE_MAPPING)
+DATE_HINT = (
+    "use YYYY-MM-DD or an ISO 8601 date-time such as 2023-04-10T08:00:00Z (UTC unless it has an offset), "
+    "in the years 1900-2199"
+)
+
+
+# --- --since / --until ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+@pytest.mark.parametrize(
+    "value", ["", " ", "nat", "NaT", "NaN", "none", "now", "today", "tomorrow", "yesterday", "0", "20230410",
+              "2023-13-01", "2023-02-30", "1850-01-01", "2500-01-01", "10/04/2023", "1e9", "inf", "2023-04-10 25:00"],
+)
+def test_a_date_option_that_is_not_a_real_date_is_a_usage_error(run_cli, option, value):
+    code, out, err = run_cli("preview", S, "-m", M, option, value)
+    assert (code, out) == (ExitStatus.USAGE, "")
+    assert err == f"Error: backfill preview: argument {option}: not a date: {value!r}; {DATE_HINT} (see backfill preview --help)\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [("2023", 10), ("2023-01-01", 10), ("2023-01-01T00:00:00Z", 10), ("2023-01-01T01:00:00+01:00", 10),
+     ("1672531200", 10), (" 2023-01-01 ", 10)],
+)
+def test_real_dates_are_taken(run_cli, value, kept):
+    code, out, _ = run_cli("preview", S, "-m", M, "--since", value, "--show", "0")
+    assert code == ExitStatus.OK
+    assert "outside --since/--until" in out
+
+
+# --- --set -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("status=maybe", "--set status=maybe: status must be 'success' or 'failed', not 'maybe'"),
+        ("foo=bar", "--set foo=bar: unknown attribute 'foo'; valid: " + ", ".join(ATTRIBUTES)),
+        ("Status=success", "--set Status=success: unknown attribute 'Status' (did you mean 'status'?)"),
+        ("change_window_start=tomorrow",
+         "--set change_window_start=tomorrow: cannot read 'tomorrow' as a date-time; "
+         "give an ISO 8601 date-time such as 2023-04-10T08:00:00Z"),
+        ("change_window_end=now",
+         "--set change_window_end=now: cannot read 'now' as a date-time; "
+         "give an ISO 8601 date-time such as 2023-04-10T08:00:00Z"),
+        ("deployment_start_time=1850-01-01T00:00:00Z",
+         "--set deployment_start_time=1850-01-01T00:00:00Z: '1850-01-01T00:00:00Z' is outside the years 1900-2199; "
+         "give an ISO 8601 date-time such as 2023-04-10T08:00:00Z"),
+        ("env=prod\rRows: 0", "--set env='prod\\rRows: 0': holds a control character"),
+    ],
+)
+def test_a_bad_set_is_a_usage_error_naming_the_option(run_cli, pair, message):
+    code, out, err = run_cli("preview", S, "-m", M, "--set", pair)
+    assert (code, out) == (ExitStatus.USAGE, "")
+    assert err == f"Error: {message}\n"
+
+
+def test_a_bad_entity_id_is_a_usage_error(run_cli):
+    code, _, err = run_cli("preview", S, "-m", M, "--entity-id", "app\x1b[2J")
+    assert code == ExitStatus.USAGE
+    assert err == "Error: --entity-id 'app\\x1b[2J': holds a control character\n"
+
+
+# --- --out / --invalid-out ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--out", "--invalid-out"])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "empty file name (an unset shell variable?); give the file to write"),
+        (" ", "empty file name (an unset shell variable?); give the file to write"),
+        (".", ". is a directory; give a file name (e.g. ./out.jsonl)"),
+        ("/", "/ is a directory; give a file name (e.g. /out.jsonl)"),
+        ("{tmp}", "{tmp} is a directory; give a file name (e.g. {tmp}/out.jsonl)"),
+        ("{tmp}/sub/", "{tmp}/sub/ is a directory; give a file name (e.g. {tmp}/sub/out.jsonl)"),
+        ("{tmp}/none/x.jsonl", "{tmp}/none/x.jsonl: no such directory '{tmp}/none'"),
+        ("{tmp}/file.txt/x.jsonl", "{tmp}/file.txt/x.jsonl: '{tmp}/file.txt' is not a directory"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(run_cli, tmp_path, option, value, problem):
+    (tmp_path / "file.txt").write_text("x", encoding="utf-8")
+    value, problem = (t.replace("{tmp}", str(tmp_path)) for t in (value, problem))
+    before = sorted(os.listdir(tmp_path))
+    code, out, err = run_cli("preview", S, "-m", M, option, value)
+    assert (code, out) == (ExitStatus.USAGE, "")
+    assert err == f"Error: backfill preview: argument {option}: {problem} (see backfill preview --help)\n"
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_an_output_that_is_an_input_is_refused(run_cli, tmp_path):
+    data = tmp_path / "in.csv"
+    data.write_bytes(SAMPLE_CSV.read_bytes())
+    for option in ("--out", "--invalid-out"):
+        code, _, err = run_cli("preview", data, "-m", M, option, data)
+        assert code == ExitStatus.USAGE
+        assert err == f"Error: {option} {data}: is the input file {data}; writing it would destroy it\n"
+    assert data.read_bytes() == SAMPLE_CSV.read_bytes()
+    code, _, err = run_cli("preview", data, "-m", M, "--out", tmp_path / "x", "--invalid-out", tmp_path / "x")
+    assert (code, err) == (ExitStatus.USAGE, f"Error: --invalid-out {tmp_path / 'x'}: --out writes the same file; give each its own\n")
+
+
+# --- the same input twice -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["same path", "other path", "symlink", "hardlink"])
+def test_the_same_input_twice_is_an_error_naming_the_file(run_cli, tmp_path, monkeypatch, how):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.csv").write_bytes(SAMPLE_CSV.read_bytes())
+    second = {"same path": "a.csv", "other path": f"{tmp_path}/./a.csv", "symlink": "l.csv", "hardlink": "h.csv"}[how]
+    if how == "symlink":
+        os.symlink("a.csv", "l.csv")
+    if how == "hardlink":
+        os.link("a.csv", "h.csv")
+    (tmp_path / "key").write_text("k", encoding="utf-8")
+    upload = ["--target", "development", "--base-url", "http://127.0.0.1:9", "--api-key-file", "key", "--yes"]
+    for command in (["preview"], ["import", *upload]):
+        code, out, err = run_cli(command[0], "a.csv", second, "-m", M, *command[1:])
+        what = "given twice" if how == "same path" else "the same file as a.csv"
+        assert code == ExitStatus.USAGE and "rows read" not in out
+        assert err == f"Error: input {second}: {what}; give each input file once (its rows would be planned twice)\n"
+
+
+def test_inputs_that_are_copies_are_counted_and_warned(run_cli, tmp_path):
+    (tmp_path / "a.csv").write_bytes(SAMPLE_CSV.read_bytes())
+    (tmp_path / "b.csv").write_bytes(SAMPLE_CSV.read_bytes())
+    code, out, _ = run_cli("preview", tmp_path / "a.csv", tmp_path / "b.csv", "-m", M, "--show", "0")
+    assert code == ExitStatus.OK
+    assert (
+        f"Warning: {tmp_path / 'b.csv'}: 29 rows are copies of rows of {tmp_path / 'a.csv'} (the same value in every "
+        "field); folded as duplicates only where the dedupe key is complete"
+    ) in out.splitlines()
+    assert "Rows: 58 read = 21 planned + 6 filtered + 23 duplicates + 8 invalid" in out
+
+    no_dedupe = tmp_path / "m.yaml"
+    no_dedupe.write_text("source: {delimiter: ';'}\nentityId: {value: app}\ntimestamp: {from: finished_at, format: '%d.%m.%Y %H:%M'}\n",
+                         encoding="utf-8")
+    lines = "service;finished_at\nweb;10.04.2023 08:00\napi;11.04.2023 08:00\n"
+    (tmp_path / "c.csv").write_text(lines, encoding="utf-8")
+    (tmp_path / "d.csv").write_text(lines + "web;12.04.2023 08:00\n", encoding="utf-8")
+    code, out, _ = run_cli("preview", tmp_path / "c.csv", tmp_path / "d.csv", "-m", no_dedupe, "--show", "0")
+    assert code == ExitStatus.OK
+    assert (
+        f"Warning: {tmp_path / 'd.csv'}: 2 rows are copies of rows of {tmp_path / 'c.csv'} (the same value in every "
+        "field); planned again; if the exports overlap, add a dedupe: key to the mapping"
+    ) in out.splitlines()
+
+
+# --- mapping keys that preview could not use: refused by check-mapping and preview alike ---------------
+
+TZ_DIRECTORY = "'Europe' is a region (a directory of zones), not a time zone; name a zone in it such as "
+MAPPING_ERRORS = [
+    ("source: {timezone: Europe}", "line 1: source.timezone: " + TZ_DIRECTORY + "Europe/Amsterdam, Europe/Andorra, Europe/Astrakhan"),
+    ("source: {timezone: Europe/}", "line 1: source.timezone: 'Europe/' is a region (a directory of zones), not a time "
+     "zone; name a zone in it such as Europe/Amsterdam, Europe/Andorra, Europe/Astrakhan"),
+    ("source: {timezone: zone.tab}", "line 1: source.timezone: unknown time zone 'zone.tab'; use an IANA name like Europe/Berlin"),
+    ("source: {timezone: /usr/share/zoneinfo/UTC}", "line 1: source.timezone: unknown time zone "
+     "'/usr/share/zoneinfo/UTC'; use an IANA name like Europe/Berlin"),
+    ("source: {timezone: ../../etc/passwd}", "line 1: source.timezone: unknown time zone '../../etc/passwd'; use an IANA name like Europe/Berlin"),
+    ("source: {timezone: utc}", "line 1: source.timezone: unknown time zone 'utc'; did you mean 'UTC'?"),
+    ("source: {timezone: Etc}", "line 1: source.timezone: 'Etc' is a region (a directory of zones), not a time zone; "
+     "name a zone in it such as Etc/GMT, Etc/GMT+0, Etc/GMT+1"),
+    ("timestamp2: {from: t, timezone: America}", None),  # see below: the rule's timezone
+    ("source: {delimiter: \"\\n\"}", "line 1: source.delimiter: '\\n' is a line break: rows end there; use , ; | or \\t"),
+    ("source: {delimiter: \"\\r\"}", "line 1: source.delimiter: '\\r' is a line break: rows end there; use , ; | or \\t"),
+    ("source: {delimiter: '\"'}", "line 1: source.delimiter: '\"' is the quote character; use , ; | or \\t"),
+    ("source: {delimiter: \"\\0\"}", "line 1: source.delimiter: '\\x00' is a control character; use , ; | or \\t "
+     "(the CSV parser splits on one ASCII byte)"),
+    ("source: {delimiter: \"§\"}", "line 1: source.delimiter: '§' is not an ASCII character; use , ; | or \\t "
+     "(the CSV parser splits on one ASCII byte)"),
+    ("source: {delimiter: \"，\"}", "line 1: source.delimiter: '，' is not an ASCII character; use , ; | or \\t "
+     "(the CSV parser splits on one ASCII byte)"),
+    ("source: {delimiter: ', '}", "line 1: source.delimiter: must be one character such as , ; | or \\t, not ', '"),
+    ("source: {delimiter: x}", "line 1: source.delimiter: 'x' is a letter or digit, which would split values; use , ; | or \\t"),
+    *[(f"source: {{encoding: {name}}}", f"line 1: source.encoding: '{name}' is not a text encoding (it is a codec that "
+       "transforms data); use e.g. utf-8, latin-1, cp1252")
+      for name in ("hex", "rot13", "rot_13", "base64", "zlib", "bz2", "uu", "quopri", "idna", "punycode", "unicode_escape")],
+    ("source: {encoding: klingon}", "line 1: source.encoding: unknown encoding 'klingon'"),
+]
+
+
+@pytest.mark.parametrize(("section", "message"), [m for m in MAPPING_ERRORS if m[1]], ids=[m[0] for m in MAPPING_ERRORS if m[1]])
+def test_check_mapping_refuses_what_preview_would_fail_on(run_cli, tmp_path, section, message):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(section + "\nentityId: {value: app}\ntimestamp: ts\n", encoding="utf-8")
+    code, out, err = run_cli("check-mapping", mapping)
+    assert (code, out) == (ExitStatus.BAD_INPUT, "")
+    assert err == f"Error: {mapping}, {message}\n"
+    code, out, err2 = run_cli("preview", S, "-m", mapping)
+    assert (code, err2) == (ExitStatus.BAD_INPUT, err)
+
+
+@pytest.mark.parametrize("key", ["timestamp", "attributes.deployment_start_time"])
+def test_a_rules_zone_directory_is_refused(run_cli, tmp_path, key):
+    rule = "{from: t, timezone: America}"
+    text = f"timestamp: {rule}\n" if key == "timestamp" else f"timestamp: t\nattributes:\n  deployment_start_time: {rule}\n"
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    code, _, err = run_cli("check-mapping", mapping)
+    assert code == ExitStatus.BAD_INPUT
+    assert f"{key}.timezone: 'America' is a region (a directory of zones), not a time zone" in err
+
+
+@pytest.mark.parametrize("depth", [1000, 20_000])
+@pytest.mark.parametrize("shape", ["[", "{a: ", "- "])
+def test_yaml_nested_thousands_deep_is_one_error_line(run_cli, tmp_path, depth, shape):
+    closing = {"[": "]", "{a: ": "}", "- ": ""}[shape]
+    body = shape * depth + "x" + closing * depth  # "- - - x" is block lists nested on one line
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("timestamp: t\nfilter: " + body + "\n", encoding="utf-8")
+    code, out, err = run_cli("check-mapping", mapping)
+    assert (code, out) == (ExitStatus.BAD_INPUT, "")
+    assert err.startswith(f"Error: {mapping}") and err.count("\n") == 1
