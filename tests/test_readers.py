@@ -82,7 +82,7 @@ def test_csv_delimiters_detected_or_given(tmp_path, write, delimiter, given):
 def test_detect_delimiter_of_the_sample():
     from conftest import SAMPLE_CSV
 
-    assert csvfile.detect_delimiter(SAMPLE_CSV, "utf-8-sig") == ";"
+    assert csvfile.detect_delimiter(SAMPLE_CSV.read_text(encoding="utf-8")) == ";"
 
 
 def test_csv_quoted_fields_with_delimiters_quotes_and_newlines(tmp_path, write):
@@ -333,7 +333,7 @@ def test_ndjson_in_chunks_keeps_line_numbers(tmp_path, write, monkeypatch):
 @pytest.mark.parametrize(
     ("data", "source", "message"),
     [
-        ("Jürgen".encode("latin-1"), {}, "{path}: not valid UTF-8 text (byte 1); set source.encoding in the mapping"),
+        ("Jürgen".encode("latin-1"), {}, "{path}: not valid UTF-8 text (byte 1); set source.encoding in the mapping (e.g. latin-1, cp1252)"),
         (b"{}", {"encoding": "klingon"}, "{path}: unknown encoding 'klingon' in source.encoding"),
     ],
 )

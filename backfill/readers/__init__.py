@@ -170,22 +170,12 @@ def check_surrogates(text: str, path: Path | str) -> None:
 
 
 def read_text(path: Path, encoding: str | None = None) -> str:
-    """The whole file as text (BOM removed), with a clear error when it cannot be read."""
-    try:
-        return path.read_text(encoding=encoding or "utf-8-sig")
-    except FileNotFoundError:
-        raise ReaderError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ReaderError(f"{path}: is a directory, not a file") from None
-    except UnicodeDecodeError as exc:
-        raise ReaderError(
-            f"{path}: not valid {encoding or 'UTF-8'} text (byte {exc.start}); "
-            "set source.encoding in the mapping (e.g. latin-1, cp1252)"
-        ) from None
-    except LookupError:
-        raise ReaderError(f"{path}: unknown encoding {encoding!r} in source.encoding") from None
-    except OSError as exc:
-        raise ReaderError(f"{path}: cannot read: {exc.strerror}") from None
+    """The whole file as text (BOM removed), with a clear error when it cannot be read
+    (see `backfill.readers.inputs`)."""
+    from backfill.readers.inputs import open_input
+
+    with open_input(path, encoding) as data:
+        return data.text()
 
 
 def frame_from_records(records: list[dict[str, str | None]], first_row: int = 1) -> pd.DataFrame:

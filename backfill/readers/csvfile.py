@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import codecs
 import csv
+import io
 from pathlib import Path
 from typing import Iterator
 
@@ -11,53 +11,47 @@ import pandas as pd
 
 from backfill.errors import ReaderError
 from backfill.readers import CHUNK_ROWS, ROW, RowChunk, SourceConfig
+from backfill.readers.inputs import HEAD_BYTES, open_input
 
 DELIMITERS = (",", ";", "\t", "|")
-SNIFF_BYTES = 64 * 1024
+SNIFF_ROWS = 50  # rows after the header that settle a tie between delimiters
 
 
-def _encoding(source: SourceConfig) -> str:
-    encoding = source.encoding or "utf-8-sig"
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        raise ReaderError(f"unknown encoding {encoding!r} in source.encoding") from None
-    # utf-8 given by name still tolerates a BOM
-    return "utf-8-sig" if name == "utf-8" else encoding
+def head_text(head: bytes) -> str:
+    """The sniffing window as text: whole lines only, unless it is the whole file."""
+    cut = head.rfind(b"\n") if len(head) >= HEAD_BYTES else len(head)
+    return head[: cut if cut > 0 else len(head)].decode("utf-8", "ignore")
 
 
-def detect_delimiter(path: Path, encoding: str) -> str:
-    """The delimiter among , ; tab | that splits the header and the first rows most consistently."""
-    try:
-        with open(path, encoding=encoding, newline="") as handle:
-            sample = handle.read(SNIFF_BYTES)
-    except UnicodeDecodeError as exc:
-        raise ReaderError(
-            f"{path}: not valid {_label(encoding)} text (byte {exc.start}); "
-            "set source.encoding in the mapping (e.g. latin-1, cp1252)"
-        ) from None
-    if not sample.strip():
-        raise ReaderError(f"{path}: the file is empty; a CSV needs a header row")
-    try:
-        return csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
-    except csv.Error:
-        header = sample.splitlines()[0]
-        counts = {d: header.count(d) for d in DELIMITERS}
-        best = max(counts, key=lambda d: counts[d])
-        return best if counts[best] else ","
+def detect_delimiter(sample: str) -> str:
+    """The delimiter among , ; tab |: the header line's decides; a tie between several is settled
+    by which splits the next rows into as many fields as the header (bounded: SNIFF_ROWS rows of
+    the sniffing window, each parsed once per candidate by the csv module)."""
+    header = next(csv.reader(io.StringIO(sample)), [])
+    header_line = sample.split("\n", 1)[0]
+    counts = {d: len(next(csv.reader([header_line], delimiter=d), [])) - 1 for d in DELIMITERS}
+    found = [d for d in DELIMITERS if counts[d] > 0]
+    if not header or not found:
+        return ","
+    if len(found) == 1:
+        return found[0]
+    scores = {}
+    for d in found:
+        rows = csv.reader(io.StringIO(sample), delimiter=d)
+        try:
+            width = len(next(rows))
+            same = sum(1 for _, row in zip(range(SNIFF_ROWS), rows) if len(row) == width)
+        except csv.Error:
+            same = -1
+        scores[d] = (same, counts[d])
+    return max(found, key=lambda d: scores[d])
 
 
-def check_header(path: Path, encoding: str, delimiter: str) -> None:
+def check_header(path: Path, sample: str, delimiter: str) -> None:
     """Refuse a header that names a column twice: pandas would silently rename the second
     (`build` -> `build.1`), and the mapping would read the first without a word."""
     try:
-        with open(path, encoding=encoding, newline="") as handle:
-            header = next(csv.reader(handle, delimiter=delimiter), None)
-    except UnicodeDecodeError as exc:
-        raise ReaderError(
-            f"{path}: not valid {_label(encoding)} text (byte {exc.start}); "
-            "set source.encoding in the mapping (e.g. latin-1, cp1252)"
-        ) from None
+        header = next(csv.reader(io.StringIO(sample), delimiter=delimiter), None)
     except (csv.Error, TypeError, ValueError):
         return  # an unusual header (a huge field, an odd delimiter): pandas reports what is wrong
     seen: set[str] = set()
@@ -81,27 +75,26 @@ def _drop_empty_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return frame[~empty], int(empty.sum())
 
 
-def _label(encoding: str) -> str:
-    return "UTF-8" if encoding == "utf-8-sig" else encoding
-
-
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     """Yield the file's rows in chunks; `_row` is the spreadsheet row number (header = row 1)."""
-    if not path.exists():
-        raise ReaderError(f"{path}: no such file")
-    if path.is_dir():
-        raise ReaderError(f"{path}: is a directory, not a file")
-    encoding = _encoding(source)
-    delimiter = source.delimiter or detect_delimiter(path, encoding)
-    check_header(path, encoding, delimiter)
+    with open_input(path, source.encoding) as data:
+        sample = head_text(data.head)
+        if not sample.strip():
+            raise ReaderError(f"{path}: the file is empty; a CSV needs a header row")
+        delimiter = source.delimiter or detect_delimiter(sample)
+        check_header(path, sample, delimiter)
+        yield from _read_frames(path, data, delimiter)
+
+
+def _read_frames(path: Path, data: io.RawIOBase, delimiter: str) -> Iterator[RowChunk]:
     try:
         reader = pd.read_csv(
-            path,
+            io.BufferedReader(data, HEAD_BYTES),
             sep=delimiter,
             dtype=str,
             keep_default_na=False,
             na_filter=False,  # every value stays text; no NA detection to pay for
-            encoding=encoding,
+            encoding="utf-8",  # the input's text as UTF-8, whatever the file's encoding
             chunksize=CHUNK_ROWS,
             engine="c",
             skip_blank_lines=False,  # blank lines still count, so row numbers match the spreadsheet's
@@ -126,9 +119,4 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
         raise ReaderError(
             f"{path}: cannot parse CSV with delimiter {delimiter!r}: {detail}; "
             "check the quoting of that row or set source.delimiter"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ReaderError(
-            f"{path}: not valid {_label(encoding)} text (byte {exc.start}); "
-            "set source.encoding in the mapping (e.g. latin-1, cp1252)"
         ) from None

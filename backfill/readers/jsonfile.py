@@ -7,7 +7,7 @@ decodes one line at a time. Memory holds a chunk of flat rows, never the file.
 
 from __future__ import annotations
 
-import codecs
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -137,70 +137,45 @@ def _array_paths(stream: JSONStream, walked: list[str], depth: int = 2) -> list[
     return found
 
 
-def _ndjson_encoding(source: SourceConfig) -> str:
-    encoding = source.encoding or "utf-8-sig"
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        return encoding  # open() reports it
-    return "utf-8-sig" if name == "utf-8" else encoding  # a BOM is dropped whether or not utf-8 is named
-
-
 _LINE_DECODER = json.JSONDecoder(parse_int=JSONNumber, parse_float=JSONNumber, parse_constant=JSONNumber)
 
 
 def read_ndjson(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     """One object per line; blank lines ignored; a line that is not a JSON object is a bad row."""
-    check_encoding(path, source.encoding)
-    try:
-        handle = open(path, encoding=_ndjson_encoding(source))
-    except FileNotFoundError:
-        raise ReaderError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ReaderError(f"{path}: is a directory, not a file") from None
-    except LookupError:
-        raise ReaderError(f"{path}: unknown encoding {source.encoding!r} in source.encoding") from None
-    except OSError as exc:
-        raise ReaderError(f"{path}: cannot read: {exc.strerror}") from None
+    handle = io.TextIOWrapper(io.BufferedReader(open_binary(path, source.encoding)), encoding="utf-8")
     rows = Rows("line", CHUNK_ROWS)
     decode = _LINE_DECODER.decode
     with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    item = decode(line.rstrip("\r\n"))
-                except json.JSONDecodeError as exc:  # the row is the line; only the column is news
-                    rows.bad(f"invalid JSON at column {exc.pos + 1}: {exc.msg}", line.strip()[:200], number)
-                    continue
-                except RecursionError:
-                    rows.bad(f"line is {TOO_DEEP}", line.strip()[:200], number)
-                    continue
-                if not isinstance(item, dict):
-                    rows.bad(f"line is {kind(item)}, not an object", line.strip()[:200], number)
-                    continue
-                lone = lone_surrogate(line)  # one regex search unless the line has a surrogate escape
-                if lone is not None:
-                    rows.bad(
-                        f"a lone UTF-16 surrogate escape {lone[1]} at column {lone[0] + 1} cannot be sent "
-                        "as UTF-8; remove it or replace it with the intended character",
-                        line.strip()[:200],
-                        number,
-                    )
-                    continue
-                try:
-                    rows.add(flatten(item), number)
-                except RecursionError:
-                    rows.bad(f"line is {TOO_DEEP}", line.strip()[:200], number)
-                    continue
-                if rows.ready():
-                    yield rows.take()
-        except UnicodeDecodeError as exc:
-            raise ReaderError(
-                f"{path}: not valid {source.encoding or 'UTF-8'} text (byte {exc.start}); "
-                "set source.encoding in the mapping"
-            ) from None
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = decode(line.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:  # the row is the line; only the column is news
+                rows.bad(f"invalid JSON at column {exc.pos + 1}: {exc.msg}", line.strip()[:200], number)
+                continue
+            except RecursionError:
+                rows.bad(f"line is {TOO_DEEP}", line.strip()[:200], number)
+                continue
+            if not isinstance(item, dict):
+                rows.bad(f"line is {kind(item)}, not an object", line.strip()[:200], number)
+                continue
+            lone = lone_surrogate(line)  # one regex search unless the line has a surrogate escape
+            if lone is not None:
+                rows.bad(
+                    f"a lone UTF-16 surrogate escape {lone[1]} at column {lone[0] + 1} cannot be sent "
+                    "as UTF-8; remove it or replace it with the intended character",
+                    line.strip()[:200],
+                    number,
+                )
+                continue
+            try:
+                rows.add(flatten(item), number)
+            except RecursionError:
+                rows.bad(f"line is {TOO_DEEP}", line.strip()[:200], number)
+                continue
+            if rows.ready():
+                yield rows.take()
     yield rows.take()
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from backfill.errors import ReaderError
+from backfill.readers.inputs import InputFile, open_input, text_encoding
 from backfill.readers import BadRow, JSONNumber, RowChunk, dumps, lone_surrogate  # noqa: F401 (dumps: API)
 
 WINDOW = 1 << 20  # characters decoded per read
@@ -100,6 +101,8 @@ class JSONStream:
     ):
         self.path = path
         self._handle = handle
+        if isinstance(handle, InputFile):
+            encoding = None  # already checked (or transcoded) to UTF-8 by readers.inputs
         self._encoding = encoding or "utf-8"
         name = codecs.lookup(self._encoding).name
         # a UTF-8 BOM is dropped whether or not the mapping names the encoding
@@ -354,26 +357,16 @@ def iter_top_values(stream: JSONStream) -> Iterator[None]:
 
 def check_encoding(path: Path | str, encoding: str | None) -> None:
     """A ReaderError unless `encoding` (source.encoding) is a known text encoding."""
-    if encoding is not None:
-        try:
-            info = codecs.lookup(encoding)
-        except LookupError:
-            raise ReaderError(f"{path}: unknown encoding {encoding!r} in source.encoding") from None
-        if not getattr(info, "_is_text_encoding", True):
-            raise ReaderError(f"{path}: source.encoding {encoding!r} is not a text encoding (use e.g. utf-8, latin-1)")
+    try:
+        text_encoding(encoding)
+    except ReaderError as exc:
+        raise ReaderError(f"{path}: {exc}") from None
 
 
 def open_binary(path: Path, encoding: str | None) -> BinaryIO:
-    """The file opened for a JSONStream, with the readers' one-line errors."""
-    check_encoding(path, encoding)
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise ReaderError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ReaderError(f"{path}: is a directory, not a file") from None
-    except OSError as exc:
-        raise ReaderError(f"{path}: cannot read: {exc.strerror}") from None
+    """The file opened for a JSONStream: `readers.inputs.open_input`, the one way every reader
+    opens its input (the bytes it gives are UTF-8, whatever the file's encoding)."""
+    return open_input(path, encoding)
 
 
 class Rows:
