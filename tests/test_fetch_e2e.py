@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import ROOT, Processes, content, preview_bodies
-from fetch_fakes import TOKEN, FakeGitLab, FakeJenkins, FakeServer, gitlab_deployments, jenkins_builds
+from fetch_fakes import (
+    TOKEN, FakeGitHub, FakeGitLab, FakeJenkins, FakeServer, github_deployment_nodes, github_runs, gitlab_deployments,
+    jenkins_builds,
+)
 
 MAPPINGS = ROOT / "mappings"
 FAST = ["--rate-limit", "20/0.2s"]
@@ -58,3 +61,20 @@ def test_gitlab(tmp_path: Path, procs: Processes, monkeypatch: pytest.MonkeyPatc
         count = fetch_preview_import(procs, tmp_path, ["gitlab", "--url", server.url, "--project", "acme/shop", "--page-size", "15"],
                                      "gitlab.yaml", ["--entity-id", "payments-api"])
     assert count == 10  # the mapping keeps success and failed: 2 of each 8 real deployments
+
+
+def test_github_runs_with_jobs(tmp_path: Path, procs: Processes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    with FakeServer(FakeGitHub({"acme/shop": github_runs(30, 1_577_836_800, 3600)})) as server:
+        count = fetch_preview_import(procs, tmp_path, ["github", "--api-url", server.url, "--repo", "acme/shop", "--runs", "--jobs",
+                                                       "--page-size", "10"],
+                                     "github-actions.yaml", ["--entity-id", "payments-api", "--set", "env=production"])
+    assert count == 30  # every real run template succeeded
+
+
+def test_github_deployments(tmp_path: Path, procs: Processes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    with FakeServer(FakeGitHub(deployments={"acme/shop": github_deployment_nodes(120)})) as server:
+        count = fetch_preview_import(procs, tmp_path, ["github", "--api-url", server.url, "--repo", "acme/shop", "--deployments"],
+                                     "github-deployments.yaml", ["--entity-id", "payments-api"])
+    assert count == 120

@@ -168,3 +168,35 @@ def test_bad_arguments(tmp_path, run_cli, args, message):
 def test_graphql_url_for_github_enterprise():
     assert github.graphql_url("https://api.github.com") == "https://api.github.com/graphql"
     assert github.graphql_url("https://ghe.example.com/api/v3") == "https://ghe.example.com/api/graphql"
+
+
+def test_stopped_in_the_middle_of_the_windows_then_rerun(tmp_path):
+    """A fetch that stops (5xx after its retries) inside the split windows continues where it stopped."""
+    from backfill.errors import FetchStopped
+    from backfill.fetch.core import HttpSettings
+
+    runs = github_runs(2500, START, HOUR)
+    calls = {"n": 0}
+
+    def before(request):
+        calls["n"] += 1
+        return Reply(503, {"message": "Service Unavailable"}) if failing and calls["n"] >= 12 else None
+
+    fake = FakeGitHub({"acme/shop": runs}, before=before)
+    out = tmp_path / "runs.json"
+    options = github.GitHubOptions("", ("acme/shop",), since=None)
+    now = 1_700_000_000.0
+    with FakeServer(fake) as server:
+        failing = True
+        http = Http(server.url, {"Authorization": f"Bearer {TOKEN}"}, settings=HttpSettings(max_retries=1), sleep=lambda s: None,
+                    clock=lambda: now)
+        with pytest.raises(FetchStopped):
+            github.fetch(options, str(out), http, clock=lambda: now)
+        done_before = len(server.requests)
+        failing = False
+        http = Http(server.url, {"Authorization": f"Bearer {TOKEN}"}, sleep=lambda s: None, clock=lambda: now)
+        result = github.fetch(options, str(out), http, clock=lambda: now)
+    assert result.resumed and not result.shortfalls
+    ids = run_ids(out)
+    assert sorted(ids) == sorted(r["id"] for r in runs)
+    assert server.requests[done_before].path != "/repos/acme/shop"  # no new start from the repository's creation

@@ -148,3 +148,45 @@ def test_no_user_or_no_token(tmp_path, run_cli, monkeypatch):
     monkeypatch.delenv("JENKINS_TOKEN")
     code, _, err = run_cli("fetch", "jenkins", "--url", "https://jenkins.example.com", "--job", "x", "-o", tmp_path / "b.json")
     assert (code, err.strip()) == (5, "Error: no token: set JENKINS_TOKEN or pass --token-file FILE")
+
+
+@pytest.mark.parametrize("given", ["team/deploy-api", "/team/deploy-api/", "job/team/job/deploy-api", "job/team/job/deploy-api/"])
+def test_a_job_path_in_either_spelling(tmp_path, run_cli, given):
+    with FakeServer(FakeJenkins({"team/deploy-api": jenkins_builds("team/deploy-api", 1, 3)})) as server:
+        code, _, err = run_cli("fetch", "jenkins", "--url", server.url + "/", "--job", given, "-o", tmp_path / "b.json")
+    assert code == 0, err
+    assert server.requests[0].raw_path == "/job/team/job/deploy-api/api/json"
+
+
+def test_a_server_name_with_control_characters_is_escaped(tmp_path, run_cli):
+    builds = [b for b in jenkins_builds("deploy", 1, 10) if b["number"] != 5]
+    fake = FakeJenkins({"deploy": builds})
+    plain = fake.__call__
+
+    def handler(request, server):
+        reply = plain(request, server)
+        if isinstance(reply.body, dict) and "allBuilds" in reply.body:
+            reply.body["fullName"] = "deploy\x1b[2J"
+        return reply
+
+    with FakeServer(handler) as server:
+        code, stdout, _ = run_cli("fetch", "jenkins", "--url", server.url, "--job", "deploy", "-o", tmp_path / "b.json")
+    assert code == 0
+    assert "\x1b" not in stdout
+    assert "gap: deploy\\x1b[2J: 1 build numbers between #1 and #10 are missing (#5)" in stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--job", ""], "--job '': give a job path such as team/deploy-api"),
+    (["--job", "x", "--max-retries", "-1"], "argument --max-retries: must be 0 or more"),
+    (["--job", "x", "--timeout", "0"], "argument --timeout: must be more than 0"),
+])
+def test_bad_arguments(tmp_path, run_cli, args, message):
+    code, _, err = run_cli("fetch", "jenkins", "--url", "https://jenkins.example.com", *args, "-o", tmp_path / "b.json")
+    assert code == 2
+    assert message in err
+
+
+def test_an_output_that_is_a_folder(tmp_path, run_cli):
+    code, _, err = run_cli("fetch", "jenkins", "--url", "https://jenkins.example.com", "--job", "x", "-o", tmp_path)
+    assert (code, err.strip()) == (2, f"Error: -o {tmp_path}: is a folder; give a file name")

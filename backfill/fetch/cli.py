@@ -11,14 +11,24 @@ from backfill.fetch import github, gitlab, jenkins
 from backfill.fetch.core import FetchResult, Http, HttpSettings, Progress
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
+def _number(kind: type, *, low: float, low_ok: bool) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` at least `low` (or above it when not `low_ok`)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low or (value == low and not low_ok):
+            raise argparse.ArgumentTypeError(f"must be {low:g} or more" if low_ok else f"must be more than {low:g}")
+        return value
+
+    return parse
+
+
+_positive = _number(int, low=1, low_ok=True)
+_count = _number(int, low=0, low_ok=True)
+_seconds = _number(float, low=0, low_ok=False)
 
 
 def _common(parser: argparse.ArgumentParser, date_type: Callable[[str], Any], *, page_size: int, max_page: int) -> None:
@@ -28,9 +38,9 @@ def _common(parser: argparse.ArgumentParser, date_type: Callable[[str], Any], *,
     parser.add_argument("--page-size", type=_positive, default=page_size, metavar="N",
                         help=f"items per request (default {page_size}, at most {max_page})")
     parser.add_argument("--token-file", metavar="FILE", help="read the token from FILE instead of the environment")
-    parser.add_argument("--max-retries", type=int, default=5, metavar="N",
+    parser.add_argument("--max-retries", type=_count, default=5, metavar="N",
                         help="failed attempts in a row (5xx, network) before stopping, resumable (default 5)")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default 30)")
+    parser.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="per request (default 30)")
 
 
 def add_commands(commands: Any, date_type: Callable[[str], Any]) -> None:

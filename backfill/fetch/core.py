@@ -363,6 +363,8 @@ class Output:
         state, partial = state_path(out.path), partial_path(out.path)
         if not out.path.parent.is_dir():
             raise UsageError(f"-o {path}: the folder {out.path.parent} does not exist")
+        if out.path.is_dir():
+            raise UsageError(f"-o {path}: is a folder; give a file name")
         if state.exists():
             doc = _load_state(state)
             if doc.get("identity") != identity:
@@ -412,12 +414,16 @@ class Output:
     def append(self, value: Any, cursor: dict[str, Any]) -> None:
         """Write one page, durably, then record it and the cursor that follows it."""
         line = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-        with open(partial_path(self.path), "r+b") as handle:
-            handle.seek(self._offset)
-            handle.write(line)
-            handle.truncate()
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(partial_path(self.path), "r+b") as handle:
+                handle.seek(self._offset)
+                handle.write(line)
+                handle.truncate()
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise FetchStopped(f"cannot write {partial_path(self.path)}: {exc.strerror}; "
+                               "free some space and rerun the same command to continue") from None
         self._offset += len(line)
         self.pages += 1
         self.items += len(list(self.keys(value)))
@@ -479,9 +485,9 @@ class FetchResult:
             f"{' (resumed)' if self.resumed else ''}: {s.requests} requests in {duration_text(clock() - s.started)}, "
             f"{duration_text(s.waited)} waiting on rate limits ({s.rate_limited} waits), {s.retries} retries",
         ]
-        lines += [f"note: {n}" for n in self.notes]
-        lines += [f"gap: {g}" for g in self.gaps]
-        lines += [f"incomplete: {g}" for g in self.shortfalls]
+        lines += [f"note: {printable(n, 2000)}" for n in self.notes]
+        lines += [f"gap: {printable(g, 2000)}" for g in self.gaps]
+        lines += [f"incomplete: {printable(g, 2000)}" for g in self.shortfalls]
         if not self.gaps and not self.shortfalls:
             lines.append("Complete: every count matches the API's totals and no history is missing.")
         return "\n".join(lines)
@@ -522,7 +528,7 @@ class Fetch:
     def note(self, text: str) -> None:
         self.result.notes.append(text)
         if self.progress:
-            self.progress.note(f"note: {text}")
+            self.progress.note(f"note: {printable(text, 2000)}")
 
 
 def run_fetch(

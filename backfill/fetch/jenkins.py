@@ -47,6 +47,14 @@ class JenkinsOptions:
     since: datetime | None = None
 
 
+def job_name(text: str) -> str:
+    """`team/deploy-api`, also written as Jenkins' URL path (`job/team/job/deploy-api/`): `team/deploy-api`."""
+    parts = [p for p in text.strip().strip("/").split("/") if p]
+    if parts and parts[0] == "job" and len(parts) % 2 == 0 and all(p == "job" for p in parts[::2]):
+        parts = parts[1::2]
+    return "/".join(parts)
+
+
 def job_path(name: str) -> str:
     """`team/deploy-api` -> `/job/team/job/deploy-api` (each name percent-encoded, as Jenkins does)."""
     return "".join(f"/job/{quote(part, safe='')}" for part in name.split("/"))
@@ -75,6 +83,9 @@ def fetch(options: JenkinsOptions, output: str, http: Http, *, progress: Progres
           clock: Callable[[], float] = time.time) -> FetchResult:
     if not options.jobs:
         raise UsageError("give at least one --job PATH")
+    for name in options.jobs:
+        if not job_name(name):
+            raise UsageError(f"--job {name!r}: give a job path such as team/deploy-api")
     identity = {"source": "jenkins", "url": http.base_url, "jobs": list(options.jobs), "page_size": options.page_size,
                 "since": options.since.isoformat() if options.since else None}
     return run_fetch(lambda f: _run(f, options), output=output, identity=identity, keys=keys,
@@ -86,7 +97,7 @@ def _run(fetch: Fetch, options: JenkinsOptions) -> None:
     if "jobs" not in cursor:
         jobs: list[str] = []
         for name in options.jobs:
-            _expand(http, name.strip("/"), jobs, 0)
+            _expand(http, job_name(name), jobs, 0)
         cursor = {"jobs": jobs, "index": 0, "start": 0, "first": {}}
         fetch.output.save(cursor)
         if len(jobs) != len(options.jobs):
