@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from backfill import __version__, importer, ledger_cli, sandbox, upload_cli
+from backfill import __version__, importer, ledger_cli, sandbox, shipped, upload_cli
 from backfill.errors import BackfillError, ExitStatus, UsageError
 from backfill.events import MAX_BATCH
 from backfill.fetch import cli as fetch_cli
@@ -69,8 +69,14 @@ def _batch_size(text: str) -> int:
 
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="input files (CSV, JSON, NDJSON, Jenkins or GitLab exports)")
-    parser.add_argument("-m", "--mapping", required=True, metavar="YAML", help="the mapping file")
+    # INPUT and -m are required unless --sample gives both; _check_plan_inputs says so as argparse would
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="input files (CSV, JSON, NDJSON, Jenkins or GitLab exports)")
+    parser.add_argument("-m", "--mapping", metavar="YAML",
+                        help="the mapping file, or the name of a shipped mapping (backfill mappings lists them)")
+    parser.add_argument("--sample", metavar="NAME",
+                        help="instead of INPUT, a sample shipped with backfill (release-log, jenkins-builds, ...); "
+                             "-m defaults to its shipped mapping")
+    parser.set_defaults(plan_prog=parser.prog)
     parser.add_argument("--entity-id", type=_entity_id, metavar="ID", help="a constant entityId for every event (overrides the mapping)")
     parser.add_argument("--set", dest="sets", action="append", type=_set_pair, default=[], metavar="NAME=VALUE",
                         help="a constant attribute for every event, e.g. --set env=production (repeatable)")
@@ -101,9 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     preview.set_defaults(handler=cmd_preview)
 
     check = commands.add_parser("check-mapping", help="validate a mapping file alone",
-                                description="Validate a mapping file; errors name the YAML line and key.")
+                                description="Validate a mapping file (or a shipped mapping by name); errors name the YAML line and key.")
     check.add_argument("mapping", metavar="YAML")
     check.set_defaults(handler=cmd_check_mapping)
+
+    maps = commands.add_parser("mappings", help="list the mappings shipped with backfill, or print one",
+                               description="List the shipped mappings (one line each: name, format, what it is for, "
+                                           "its sample); `mappings show NAME` prints one to copy and adapt; "
+                                           "`mappings schema` prints the path of the mapping files' JSON Schema.")
+    maps.set_defaults(handler=cmd_mappings)
+    actions = maps.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    show = actions.add_parser("show", help="print a shipped mapping", description="Print a shipped mapping, to copy and adapt.")
+    show.add_argument("name", metavar="NAME")
+    show.set_defaults(handler=cmd_mappings_show)
+    schema = actions.add_parser("schema", help="print the path of the mapping JSON Schema",
+                                description="Print the path of the JSON Schema of mapping files (for editors).")
+    schema.set_defaults(handler=cmd_mappings_schema)
 
     upload_cli.add_commands(commands, _plan_arguments)
     ledger_cli.add_commands(commands, upload_cli.target_arguments)
@@ -142,15 +161,50 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+def _check_plan_inputs(args: argparse.Namespace) -> None:
+    """INPUT and -m, or --sample NAME (which gives the input, and the mapping unless -m is given)."""
+    if getattr(args, "sample", None):
+        if args.inputs:
+            raise UsageError(f"{args.plan_prog}: --sample replaces INPUT; give input files or --sample NAME, not both")
+        path, owner = shipped.sample(args.sample)
+        args.inputs = [str(path)]
+        if args.mapping is None and owner is not None:
+            args.mapping = str(owner.path)
+    missing = [name for name, value in (("INPUT", args.inputs), ("-m/--mapping", args.mapping)) if not value]
+    if missing:
+        raise UsageError(f"{args.plan_prog}: the following arguments are required: {', '.join(missing)} "
+                         f"(see {args.plan_prog} --help)")
+
+
 def cmd_check_mapping(args: argparse.Namespace) -> int:
-    mapping = load_mapping(args.mapping)
+    mapping = load_mapping(shipped.resolve_mapping(args.mapping))
     rules = len(mapping.attributes)
     print(
-        f"{args.mapping}: OK (format {mapping.source.format}, {rules} attributes, "
+        f"{mapping.path}: OK (format {mapping.source.format}, {rules} attributes, "
         f"{len(mapping.filters)} filter rules{', dedupe on ' + ', '.join(mapping.dedupe) if mapping.dedupe else ''})"
     )
     if mapping.entity is None:
         print("note: no entityId rule; pass --entity-id ID when you preview or import")
+    return ExitStatus.OK
+
+
+def cmd_mappings(args: argparse.Namespace) -> int:
+    found = shipped.shipped_mappings()
+    width = max((len(m.name) for m in found), default=0)
+    formats = max((len(m.format) for m in found), default=0)
+    for m in found:
+        sample = f" (sample: --sample {m.sample.stem})" if m.sample else ""
+        print(f"{m.name:<{width}}  {m.format:<{formats}}  {m.description}{sample}".rstrip())
+    return ExitStatus.OK
+
+
+def cmd_mappings_show(args: argparse.Namespace) -> int:
+    sys.stdout.write(shipped.show_mapping(args.name))
+    return ExitStatus.OK
+
+
+def cmd_mappings_schema(args: argparse.Namespace) -> int:
+    print(shipped.schema_path())
     return ExitStatus.OK
 
 
@@ -205,6 +259,8 @@ def _run(argv: list[str]) -> int:
         if not getattr(args, "handler", None):
             parser.print_help()
             return ExitStatus.USAGE
+        if getattr(args, "plan_prog", None):
+            _check_plan_inputs(args)
         return int(args.handler(args))
     except BackfillError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -35,6 +35,7 @@ from backfill.ledger import Ledger, LedgeredJournal, LedgerMatches, SharedBudget
 from backfill.mapping import load_mapping
 from backfill.normalize import parse_instant
 from backfill.plan import FILE, ROW, Plan, build_plan
+from backfill.shipped import resolve_mapping
 from backfill.summary import duration_text, first_payloads, plan_summary
 from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, parse_rate_limit
 from backfill.uploader import RESEND, SKIP, NullProgress, Progress, UploadOptions, Uploader, UploadResult
@@ -147,14 +148,15 @@ def plan_import(
     invalid_out: str | os.PathLike[str] | None = None,
 ) -> Plan:
     """Read the inputs, apply the mapping and return the Plan: the events to send and the report of
-    every row not planned. No network. `invalid_out` writes each invalid row (JSON Lines)."""
+    every row not planned. No network. `mapping` is a file, or the name of a shipped mapping
+    (`"jenkins"`) when no file of that name exists. `invalid_out` writes each invalid row (JSON Lines)."""
     return _plan(inputs, mapping, options or PlanOptions(), invalid_out)
 
 
 def _plan(inputs: Paths, mapping: Any, options: PlanOptions, invalid_out: Any, *, for_import: bool = False) -> Plan:
     options.check()
     check_outputs(inputs, {"--invalid-out": invalid_out})
-    rules = load_mapping(mapping).with_overrides(options.entity_id, dict(options.sets))
+    rules = load_mapping(resolve_mapping(mapping)).with_overrides(options.entity_id, dict(options.sets))
     result = build_plan([str(p) for p in inputs], rules, since=options.since, until=options.until, with_row_hashes=for_import)
     if invalid_out:
         write_invalid(result, invalid_out)
@@ -450,9 +452,9 @@ def import_events(
     settings = settings or UploadSettings()
     reporter = reporter or Reporter()
     inputs = [str(p) for p in inputs]
-    mapping = str(mapping)
     target, base_url = resolve_target(target, base_url)
     key = _key(api_key, api_key_file)
+    mapping = str(resolve_mapping(mapping))
     checkpoint = str(checkpoint) if checkpoint else default_checkpoint(inputs, mapping)
     prints = fingerprints(inputs, mapping)
     recorded_options = plan_options(options, settings)

@@ -35,3 +35,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = 'pip install -e ".[test]" && python -m pytest -q'
     assert command in README
     assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_ci_runs_the_readme_first_command_from_the_installed_wheel():
+    first = re.search(r"```sh\n(pip install -e \. && (.+))\n```", README)
+    assert first, "the README's first set-up command is `pip install -e . && backfill ...`"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert f'first_command="{first[2]}"' in ci
+    assert "python -m build --wheel" in ci and ".venv-ci-wheel/bin/python -m pip install --quiet dist-ci/*.whl" in ci
+    assert 'cd "$outside"' in ci and "env -u PYTHONPATH" in ci
