@@ -49,6 +49,19 @@ def schema_path() -> Path:
     return mappings_dir() / SCHEMA_FILE
 
 
+_DECLARED_SAMPLE = re.compile(r"\bsamples/([\w.-]+)")
+
+
+def _declared_sample(text: str) -> str | None:
+    """The sample a mapping's opening comments name (`(sample: samples/github-runs.json)`)."""
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            return None
+        if found := _DECLARED_SAMPLE.search(line):
+            return found[1]
+    return None
+
+
 @dataclass(frozen=True)
 class ShippedMapping:
     name: str
@@ -92,17 +105,21 @@ def _mapping_for_sample(stem: str, names: list[str]) -> str | None:
 def _shipped(folder: str) -> tuple[ShippedMapping, ...]:
     base = Path(folder)
     files = sorted(p for p in base.iterdir() if p.suffix in _SUFFIXES and p.is_file()) if base.is_dir() else []
-    names = [p.stem for p in files]
+    texts = {p.stem: p.read_text(encoding="utf-8-sig") for p in files}
+    available = {p.name: p for p in _samples()}
     samples: dict[str, Path] = {}
-    for sample in _samples():
-        owner = _mapping_for_sample(sample.stem, names)
+    for name, text in texts.items():  # the sample a mapping names, else the one named after it
+        declared = _declared_sample(text)
+        if declared in available:
+            samples[name] = available[declared]
+    for sample in available.values():
+        owner = _mapping_for_sample(sample.stem, list(texts))
         if owner and owner not in samples:
             samples[owner] = sample
-    out = []
-    for path in files:
-        text = path.read_text(encoding="utf-8-sig")
-        out.append(ShippedMapping(path.stem, path, _format(text), _description(text), samples.get(path.stem)))
-    return tuple(out)
+    return tuple(
+        ShippedMapping(path.stem, path, _format(texts[path.stem]), _description(texts[path.stem]), samples.get(path.stem))
+        for path in files
+    )
 
 
 def shipped_mappings() -> list[ShippedMapping]:
@@ -155,8 +172,8 @@ def sample(name: str) -> tuple[Path, ShippedMapping | None]:
     if path is None:
         names = ", ".join(p.stem for p in samples) or "none"
         raise UsageError(f"--sample {name}: no shipped sample of that name (samples: {names})")
-    owner = _mapping_for_sample(path.stem, list(mappings))
-    return path, mappings.get(owner) if owner else None
+    owner = next((m for m in mappings.values() if m.sample == path), None)
+    return path, owner
 
 
 SCHEMA_MODELINE = re.compile(r"^# yaml-language-server: \$schema=.*$", re.MULTILINE)

@@ -66,6 +66,16 @@ def test_discovery_is_by_file_name():
     assert found["gitlab"].sample == ROOT / "samples" / "gitlab-deployments.json"
     assert found["release-log"].sample == ROOT / "samples" / "release-log.csv"
     assert found["jenkins"].format == "jenkins" and found["release-log"].format == "csv"
+    for mapping in found.values():
+        assert mapping.sample is not None, f"{mapping.path}: name its sample in the opening comments (samples/NAME)"
+
+
+def test_a_mapping_may_name_its_sample():
+    assert shipped._declared_sample("# yaml-language-server: x\n# Runs (sample: samples/github-runs.json).\nsource:\n") == "github-runs.json"
+    assert shipped._declared_sample("source: {format: csv}\n# samples/late.csv\n") is None
+    runs = {m.name: m for m in shipped.shipped_mappings()}.get("github-actions")
+    if runs is not None:
+        assert runs.sample == ROOT / "samples" / "github-runs.json"
 
 
 @pytest.mark.parametrize(
@@ -148,7 +158,8 @@ def test_sample_with_another_mapping(run_cli, tmp_path, monkeypatch):
     "argv, message",
     [
         (["preview", "--sample", "nope"],
-         "Error: --sample nope: no shipped sample of that name (samples: gitlab-deployments, jenkins-builds, release-log)"),
+         "Error: --sample nope: no shipped sample of that name (samples: "
+         + ", ".join(sorted(p.stem for p in (ROOT / "samples").iterdir())) + ")"),
         (["preview", "x.csv", "--sample", "release-log"],
          "Error: backfill preview: --sample replaces INPUT; give input files or --sample NAME, not both"),
         (["preview"], "Error: backfill preview: the following arguments are required: INPUT, -m/--mapping "
