@@ -27,6 +27,7 @@ checkpoint's states. Until then, other imports treat them as possibly sent: neve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -219,6 +220,8 @@ class Ledger:
     def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self._conn = conn
+        self._answers: list[tuple[int, float, str, float]] = []  # answer times not yet written
+        self._durable = True  # the connection's synchronous mode: FULL
 
     # ----------------------------------------------------------------- opening
 
@@ -266,6 +269,10 @@ class Ledger:
 
     def close(self) -> None:
         if self._conn is not None:
+            if self._answers:
+                with contextlib.suppress(LedgerError, sqlite3.Error):
+                    with self._write():
+                        pass
             self._conn.close()
             self._conn = None  # type: ignore[assignment]
 
@@ -288,14 +295,20 @@ class Ledger:
         return None if row is None else json.loads(row[0])
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. durable=False: on disk against a killed process, not against power
+        loss (no fsync): for what a lost write cannot turn into a second copy (see settle, reserve)."""
         conn = self._conn
+        if durable != self._durable:
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise LedgerError(f"ledger {self.path} is locked ({exc}) by another process for over "
                               f"{BUSY_TIMEOUT_S:.0f} s; retry, or pass --ledger PATH") from exc
         try:
+            self._flush_answers(conn)
             yield conn
         except BaseException:
             if conn.in_transaction:
@@ -307,6 +320,16 @@ class Ledger:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise LedgerError(f"cannot write the ledger {self.path}: {exc}") from exc
+        self._answers.clear()
+
+    def _flush_answers(self, conn: sqlite3.Connection) -> None:
+        """Answer times noted since the last write go in with this one (a commit fewer per request)."""
+        if not self._answers:
+            return
+        conn.executemany("UPDATE requests SET t = max(t, ?), boot_id = ?, boot_t = ? WHERE request_id = ?",
+                         [(wall, boot_id, boot_t, request_id) for request_id, wall, boot_id, boot_t in self._answers])
+        oldest = min(wall for _, wall, _, _ in self._answers) - 86400.0
+        conn.execute("DELETE FROM requests WHERE t < ?", (oldest,))
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -401,9 +424,12 @@ class Ledger:
     def settle(self, uid: str, *, sent: Mapping[str, str] = {}, uncertain: Iterable[str] = (),
                released: Iterable[str] = ()) -> None:
         """After the checkpoint recorded a request's outcome: sent (id -> server id), uncertain,
-        released (not stored: pending again or rejected; only a fresh claim is removed)."""
+        released (not stored: pending again or rejected; only a fresh claim is removed).
+
+        Not fsynced: if power loss takes it, the claims stay in flight (other imports never resend
+        them) and the checkpoint's next run settles them again from its own, fsynced, state."""
         now = time.time()
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             conn.executemany(
                 "UPDATE entries SET state = 'sent', server_id = ?, at = ? WHERE checkpoint = ? AND event_id = ?",
                 [(server_id, now, uid, event_id) for event_id, server_id in sent.items()],
@@ -449,8 +475,9 @@ class Ledger:
 
     @contextmanager
     def budget(self) -> Iterator[sqlite3.Connection]:
-        """The key's request times under the ledger's write lock: read, decide, reserve, commit."""
-        with self._write() as conn:
+        """The key's request times under the ledger's write lock: read, decide, reserve, commit.
+        Not fsynced: power loss can only make the windows forget a few requests (then a 429)."""
+        with self._write(durable=False) as conn:
             yield conn
 
     def reserve(self, conn: sqlite3.Connection, wall: float) -> int:
@@ -461,13 +488,14 @@ class Ledger:
         assert request_id is not None
         return request_id
 
-    def answered(self, request_id: int, wall: float) -> None:
-        """The request's answer came at `wall`: the server counted it no later."""
+    def answered(self, request_id: int, wall: float, *, now: bool = False) -> None:
+        """The request's answer came at `wall`: the server counted it no later. Written with the next
+        write (the settling of the same request follows at once), or at once with now=True."""
         boot_id, boot_t = _boot()
-        with self._write() as conn:
-            conn.execute("UPDATE requests SET t = max(t, ?), boot_id = ?, boot_t = ? WHERE request_id = ?",
-                         (wall, boot_id, boot_t, request_id))
-            conn.execute("DELETE FROM requests WHERE t < ?", (wall - 86400.0,))
+        self._answers.append((request_id, wall, boot_id, boot_t))
+        if now:
+            with self._write():
+                pass
 
     # ----------------------------------------------------------------- reports and transfer
 
@@ -692,6 +720,7 @@ class LedgeredJournal:
         self.uid = journal.uid
         self.resend_sent = resend_sent
         self.sent_meanwhile = 0  # events another import sent while this one ran: not sent from here
+        self._claimed: set[str] = set()  # claimed by next_batch and not released since
         ledger.register(self.uid, str(journal.path))
         adopted_as = f"{ledger.base_url} {ledger.key_id}"
         if journal.ledger_adopted() != adopted_as:
@@ -712,6 +741,7 @@ class LedgeredJournal:
             if not batch:
                 return batch
             conflicts = set(self.ledger.claim(self.uid, self._claims(batch), check=not self.resend_sent))
+            self._claimed.update(e.event_id for e in batch if e.event_id not in conflicts)
             if not conflicts:
                 return batch
             self.sent_meanwhile += self._journal.forget_elsewhere(sorted(conflicts), {"(imports running meanwhile)": len(conflicts)})
@@ -720,16 +750,18 @@ class LedgeredJournal:
                 return batch
 
     def begin_request(self, event_ids: Sequence[str], started_at: float) -> int:
-        # Usually claimed by next_batch already (then this changes nothing); a bisected half was
-        # released when its batch came back 400 and goes out again without next_batch.
-        self.ledger.claim(self.uid, self._claims(self._journal.events_by_id(event_ids)), check=False)
+        # Usually claimed by next_batch already; a bisected half was released when its batch came
+        # back 400 and goes out again without next_batch.
+        unclaimed = [i for i in event_ids if i not in self._claimed]
+        if unclaimed:
+            self.ledger.claim(self.uid, self._claims(self._journal.events_by_id(unclaimed)), check=False)
+            self._claimed.update(unclaimed)
         return self._journal.begin_request(event_ids, started_at)
 
     def finish_request(self, request_no: int, **outcome: Any) -> None:
         self._journal.finish_request(request_no, **outcome)
-        self.ledger.settle(
-            self.uid,
-            sent=outcome.get("sent") or {},
-            uncertain=outcome.get("uncertain") or (),
-            released=[*(outcome.get("rejected") or {}), *(outcome.get("pending") or ())],
-        )
+        sent = outcome.get("sent") or {}
+        uncertain = outcome.get("uncertain") or ()
+        released = [*(outcome.get("rejected") or {}), *(outcome.get("pending") or ())]
+        self.ledger.settle(self.uid, sent=sent, uncertain=uncertain, released=released)
+        self._claimed.difference_update([*sent, *uncertain, *released])
