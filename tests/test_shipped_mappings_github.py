@@ -329,3 +329,26 @@ def test_readme_lists_every_guaranteed_column(module: str) -> None:
     section = readme.split("### GitHub Actions", 1)[1].split("## The mapping file", 1)[0]
     for name in fields:
         assert f"`{name}`" in section, name
+
+
+# --- what `backfill fetch github` writes goes through the readers and shipped mappings -----------
+
+def test_fetched_runs_with_jobs_and_deployments_preview(tmp_path: Path, run_cli, monkeypatch) -> None:
+    from fetch_fakes import TOKEN, FakeGitHub, FakeServer, github_deployment_nodes, github_runs
+
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    runs = github_runs(3, 1_577_836_800, 3600)
+    nodes = github_deployment_nodes(120)
+    runs_out, deployments_out = tmp_path / "runs.json", tmp_path / "deployments.json"
+    with FakeServer(FakeGitHub({"acme/shop": runs}, deployments={"acme/shop": nodes})) as server:
+        for what, out in (("--runs", runs_out), ("--deployments", deployments_out)):
+            extra = ["--jobs"] if what == "--runs" else []
+            code, _, err = run_cli("fetch", "github", "--api-url", server.url, "--repo", "acme/shop", what, *extra, "-o", out)
+            assert code == 0, err
+    plan = build_plan([runs_out], actions())
+    assert plan.report.rows_read == 3 and plan.report.accounted == 3
+    assert sorted(e["attributes"]["build_id"] for e in events_of(plan)) == sorted(
+        str(r["id"]) for r in runs if r["conclusion"] in ("success", "failure", "timed_out", "startup_failure"))
+    plan = build_plan([deployments_out], deploys())
+    assert (plan.report.rows_read, plan.report.planned, plan.report.accounted) == (120, 120, 120)
+    assert {e["attributes"]["status"] for e in events_of(plan)} == {"success"}
