@@ -29,7 +29,7 @@ from backfill.inputs import check_distinct_inputs, copies_of_earlier
 from backfill.mapping import FieldRule, Mapping, template_fields
 from backfill.normalize import TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, parse_datetimes
 from backfill.patterns import search
-from backfill.readers import ROW, get_reader, reader_notes
+from backfill.readers import ROW, reader_for, reader_notes
 
 FILE = "_file"
 TS = "_ts"
@@ -439,12 +439,12 @@ def build_plan(
     with_row_hashes: bool = False,
 ) -> Plan:
     """Read every input through the mapping and return the ordered, deduplicated plan."""
-    reader = get_reader(mapping.source.format)
     report = PlanReport()
     parts: list[pd.DataFrame] = []
     files = [str(p) for p in paths]
     check_distinct_inputs(files)
     source_hashes: list[list[np.ndarray]] = []  # with several inputs: to count rows copied between them
+    reader = reader_for(mapping.source.format, [Path(p) for p in files], mapping.source)
     for index, path in enumerate(files):
         rows = good = 0
         seen: set[str] = set()

@@ -132,13 +132,44 @@ def test_rerun_pages_reversed_give_the_same_events(tmp_path: Path) -> None:
     check(build_plan([path], mapping), 4, [OTHER_RUN, ATTEMPT_2], Counter({label(mapping, "latest_attempt"): 2}))
 
 
-def test_overlap_across_two_files_is_folded_by_id(tmp_path: Path) -> None:
+def test_overlap_across_two_files_is_one_event(tmp_path: Path) -> None:
     mapping = actions()
     same = REAL / "github-pygithub-workflow-run-2023.json"
     copy = tmp_path / same.name  # a copy: the same file given twice is refused (issue 8)
     copy.write_bytes(same.read_bytes())
     plan = build_plan([same, copy], mapping)
-    check(plan, 2, [event("2023-01-10T08:28:20Z", "success", **RUN_2023)], Counter(), duplicates=1)
+    check(plan, 2, [event("2023-01-10T08:28:20Z", "success", **RUN_2023)], Counter({label(mapping, "latest_attempt"): 1}))
+
+
+def _pages(path: Path) -> list[str]:
+    text, decoder, position, out = path.read_text(), json.JSONDecoder(), 0, []
+    while text[position:].strip():
+        start = len(text) - len(text[position:].lstrip())
+        _, position = decoder.raw_decode(text, start)
+        out.append(text[start:position])
+    return out
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)], ids=["older-file-first", "newer-file-first"])
+def test_rerun_attempts_in_different_files_give_the_last_attempt(tmp_path: Path, order: tuple[int, int]) -> None:
+    pages = _pages(REAL / "github-derived-rerun-overlapping-pages.json")
+    paths = []
+    for i in order:
+        paths.append(tmp_path / f"page-{i}.json")
+        paths[-1].write_text(pages[i])
+    mapping = actions()
+    check(build_plan(paths, mapping), 4, [OTHER_RUN, ATTEMPT_2], Counter({label(mapping, "latest_attempt"): 2}))
+
+
+def test_a_running_last_attempt_in_another_file_holds_back_the_earlier_one(tmp_path: Path) -> None:
+    attempt2 = json.loads((REAL / "github-pygithub-workflow-run-attempt-2.json").read_text())
+    running = {**attempt2, "status": "in_progress", "conclusion": None}
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(_pages(REAL / "github-derived-rerun-overlapping-pages.json")[0])  # attempt 1 failed + 4205440316
+    second.write_text(json.dumps(running))
+    mapping = actions()
+    check(build_plan([first, second], mapping), 3, [OTHER_RUN],
+          Counter({label(mapping, "latest_attempt"): 1, label(mapping, "status"): 1}))
 
 
 def test_conclusions_and_statuses(tmp_path: Path) -> None:

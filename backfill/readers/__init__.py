@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -210,6 +210,17 @@ def get_reader(fmt: str) -> Reader:
         "github-deployments": github_deployments.read,
     }
     return readers[fmt]
+
+
+def reader_for(fmt: str, paths: Sequence[Path], source: SourceConfig) -> Reader:
+    """The reader for one run over `paths`, called once per file in that order. A reader module
+    that must see every input first (github-actions: the attempts of one re-run spread over several
+    files) declares `prepare(paths, source) -> Reader`; the others are `get_reader(fmt)` itself."""
+    import importlib
+
+    reader = get_reader(fmt)
+    prepare = getattr(importlib.import_module(reader.__module__), "prepare", None)
+    return prepare(list(paths), source) if prepare is not None else reader
 
 
 def reader_notes(fmt: str) -> dict[str, tuple[str, str]]:

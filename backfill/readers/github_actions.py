@@ -25,21 +25,23 @@ written (numbers keep their text, lists become compact JSON, null becomes empty)
 | `finished_at` | for a `completed` run: the latest `completed_at` of its embedded `jobs` (compared as instants, written as found), else `updated_at`. Empty for a run that is not completed. GitHub's run has no finish time of its own, and `updated_at` is "last changed": a run touched again later (a re-run, a retention job) carries a later `updated_at` |
 | `started_at` | `run_started_at`, else `created_at` |
 | `workflow_file` | the file name of `path` (`.github/workflows/deploy.yml` -> `deploy.yml`) |
-| `latest_attempt` | `true` for the one row that stands for its run `id` in the file, `false` for the others: the highest `run_attempt` (missing counts as 1); among copies of that attempt (overlapping pages), a completed one before one that is not; then the earliest `finished_at`; then the first in the file. Whatever the order of the pages |
+| `latest_attempt` | `true` for the one row that stands for its run `id` in the input (all files of the run), `false` for the others: the highest `run_attempt` (missing counts as 1); among copies of that attempt (overlapping pages or files), a completed one before one that is not; then the earliest `finished_at`; then the first (file order, then record order). Whatever the order of the pages |
 
 Objects that are not runs (a jobs response on its own, a `workflow_run` webhook payload, an
 unrelated object) are reported as invalid rows; a file with nothing but such objects is rejected.
 
 The file is streamed (`readers.jsonstream`): one top-level value (a page, or one element of an
-array) in memory at a time. It is read twice: the first pass only ranks the records of each run
-id (memory: one entry per id), the second makes the rows.
+array) in memory at a time. Files are read twice: the first pass ranks the records of each run id
+over every input file of the run (memory: one entry per id; see `prepare`), the second makes the
+rows. So `latest_attempt` holds across several files too: one `true` per run id in the whole input.
 """
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from backfill.readers import RowChunk, SourceConfig, flatten, scalar_text
 from backfill.readers.gitlab import TOO_DEEP, read_values, stream_values
@@ -141,37 +143,40 @@ def classify(node: dict[str, Any]) -> str:
 
 # --- re-runs: one row per run id --------------------------------------------------------------
 
-def rank(run: dict[str, Any], number: int) -> tuple:
+Position = tuple[int, int]  # (input file index, record number in that file)
+
+
+def rank(run: dict[str, Any], position: Position) -> tuple:
     """Greater is the record that stands for its run: highest attempt (missing counts as 1),
-    completed, earliest end, first in the file."""
+    completed, earliest end, first in the input (file order, then record order)."""
     attempt = (_text(run.get("run_attempt")) or "").strip()
     end = parse_instant(finished_at(run))
     return (
         int(attempt) if attempt.isdigit() else 1,
         scalar_text(run.get("status")) == "completed",
         -end.timestamp() if end is not None else float("-inf"),
-        -number,
+        (-position[0], -position[1]),
     )
 
 
 class Attempts:
-    """Which record stands for each run id: offered every run with its record number (first pass),
-    then asked about each (second pass). Memory: one entry per run id, not per row."""
+    """Which record stands for each run id, over every input file: offered every run with its
+    position (first pass), then asked about each (second pass). Memory: one entry per run id."""
 
     def __init__(self) -> None:
-        self._best: dict[str, tuple[tuple, int]] = {}
+        self._best: dict[str, tuple[tuple, Position]] = {}
 
-    def offer(self, run: dict[str, Any], number: int) -> None:
+    def offer(self, run: dict[str, Any], position: Position) -> None:
         key = _text(run.get("id"))
         if key is None:
             return
-        mine = rank(run, number)
+        mine = rank(run, position)
         if key not in self._best or mine > self._best[key][0]:
-            self._best[key] = (mine, number)
+            self._best[key] = (mine, position)
 
-    def is_latest(self, run: dict[str, Any], number: int) -> bool:
+    def is_latest(self, run: dict[str, Any], position: Position) -> bool:
         key = _text(run.get("id"))
-        return key is None or key not in self._best or self._best[key][1] == number
+        return key is None or key not in self._best or self._best[key][1] == position
 
 
 # --- pulling records from the file ------------------------------------------------------------
@@ -180,13 +185,14 @@ class _Offers:
     """The first pass's sink: numbers the records exactly as `Rows` does (a bad record takes a
     number too) and offers each run to `Attempts`; keeps no rows."""
 
-    def __init__(self, attempts: Attempts):
+    def __init__(self, attempts: Attempts, file_index: int):
         self.attempts = attempts
+        self.file_index = file_index
         self.count = 0
 
     def run(self, run: dict[str, Any]) -> None:
         self.count += 1
-        self.attempts.offer(run, self.count)
+        self.attempts.offer(run, (self.file_index, self.count))
 
     def bad(self, reason: str, text: str = "", number: int | None = None) -> None:
         self.count += 1
@@ -225,43 +231,57 @@ def walk_values(
         yield sink.take()
 
 
+def prepare(paths: Sequence[Path], source: SourceConfig) -> Callable[[Path, SourceConfig], Iterator[RowChunk]]:
+    """The reader for one run over `paths` (readers.reader_for): the first pass ranks the records
+    of each run id over *every* file, so that a re-run's attempts in different files still give one
+    row with `latest_attempt: true`; the reader returned then makes each file's rows (the files in
+    the same order)."""
+    attempts = Attempts()
+    for index, path in enumerate(paths):
+        offers = _Offers(attempts, index)
+        with open_binary(path, source.encoding) as handle, stream_values(handle, path, source.encoding) as (stream, tops):
+            for _ in tops:
+                for _chunk in walk_values(stream, offers, _collect, "a workflow run"):
+                    pass
+    files = itertools.count()
+
+    def read_prepared(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
+        index = next(files)
+
+        def collect(value: Any, rows: Any) -> None:
+            _collect(value, rows, attempts, index)
+
+        return read_values(
+            path, source, "GitHub Actions workflow runs",
+            lambda stream, rows: walk_values(stream, rows, collect, "a workflow run"),
+        )
+
+    return read_prepared
+
+
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     """Rows of GitHub Actions workflow runs from one file (see the module docstring). Two passes
     over the file: the first finds which record stands for each run id, the second makes the rows."""
-    attempts = Attempts()
-    offers = _Offers(attempts)
-    with open_binary(path, source.encoding) as handle, stream_values(handle, path, source.encoding) as (stream, tops):
-        for _ in tops:
-            for _chunk in walk_values(stream, offers, _collect, "a workflow run"):
-                pass
-
-    def collect(value: Any, rows: Any) -> None:
-        _collect(value, rows, attempts)
-
-    return read_values(
-        path, source, "GitHub Actions workflow runs",
-        lambda stream, rows: walk_values(stream, rows, collect, "a workflow run"),
-    )
+    return prepare([path], source)(path, source)
 
 
-def _collect(node: Any, sink: Any, attempts: Attempts | None = None) -> None:
+def _collect(node: Any, sink: Any, attempts: Attempts | None = None, file_index: int = 0) -> None:
     if isinstance(node, list):
         for element in node:
-            _collect(element, sink, attempts)
+            _collect(element, sink, attempts, file_index)
         return
     if not isinstance(node, dict):
         sink.bad(f"{kind(node)}, not a workflow run", _snippet(node))
         return
     what = classify(node)
     if what == "page":
-        _collect(node["workflow_runs"], sink, attempts)
+        _collect(node["workflow_runs"], sink, attempts, file_index)
     elif what != "run":
         sink.bad(what, _snippet(node))
     elif isinstance(sink, _Offers):
         sink.run(node)
     else:
-        number = sink.count + 1
-        latest = attempts is None or attempts.is_latest(node, number)
+        latest = attempts is None or attempts.is_latest(node, (file_index, sink.count + 1))
         sink.add(run_row(node, latest))
 
 
