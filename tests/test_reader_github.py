@@ -551,3 +551,28 @@ def test_any_json_gives_rows_or_one_clear_error(tmp_path: Path, value: object, f
         return
     numbers = sorted([*frame["_row"], *(b.row for b in bad)])
     assert numbers == list(range(1, len(numbers) + 1))  # every record counted once, as a row or a bad row
+
+
+def test_a_pipe_is_read_once_and_still_ranked(tmp_path: Path) -> None:
+    """`backfill preview <(gh api ...)`: a FIFO cannot be read twice; its rows are held, then marked."""
+    import os
+    import threading
+
+    from backfill.readers import reader_for
+
+    text = RERUN.read_text()
+    first_end = json.JSONDecoder().raw_decode(text)[1]
+    older, newer = write(tmp_path, text[:first_end], "older.json"), tmp_path / "newer.fifo"
+    os.mkfifo(newer)
+    writer = threading.Thread(target=lambda: newer.write_text(text[first_end:]))
+    writer.start()
+    try:
+        source = SourceConfig(format="github-actions")
+        reader = reader_for("github-actions", [older, newer], source)
+        got = [pd.concat([c.frame for c in reader(path, source)]) for path in (older, newer)]
+    finally:
+        writer.join(timeout=10)
+    assert [pick(r, "id", "run_attempt", "latest_attempt") for frame in got for r in frame.to_dict("records")] == [
+        ("26365060973", "1", "false"), ("4205440316", "1", "true"),
+        ("26365060973", "2", "true"), ("4205440316", "1", "false"),
+    ]

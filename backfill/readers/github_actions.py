@@ -31,7 +31,7 @@ Objects that are not runs (a jobs response on its own, a `workflow_run` webhook 
 unrelated object) are reported as invalid rows; a file with nothing but such objects is rejected.
 
 The file is streamed (`readers.jsonstream`): one top-level value (a page, or one element of an
-array) in memory at a time. Files are read twice: the first pass ranks the records of each run id
+array) in memory at a time. Files are read twice (a pipe once, its rows held): the first pass ranks the records of each run id
 over every input file of the run (memory: one entry per id; see `prepare`), the second makes the
 rows. So `latest_attempt` holds across several files too: one `true` per run id in the whole input.
 """
@@ -39,11 +39,13 @@ rows. So `latest_attempt` holds across several files too: one `true` per run id 
 from __future__ import annotations
 
 import itertools
+import os
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from backfill.readers import RowChunk, SourceConfig, flatten, scalar_text
+from backfill.readers import ROW, RowChunk, SourceConfig, flatten, scalar_text
 from backfill.readers.gitlab import TOO_DEEP, read_values, stream_values
 from backfill.readers.jsonstream import JSONStream, TooDeep, kind, open_binary
 
@@ -231,13 +233,26 @@ def walk_values(
         yield sink.take()
 
 
+def rereadable(path: Path) -> bool:
+    """A regular file can be read twice; a FIFO or `<(...)` process substitution only once."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # the first pass's open reports the error, as every reader does
+
+
 def prepare(paths: Sequence[Path], source: SourceConfig) -> Callable[[Path, SourceConfig], Iterator[RowChunk]]:
     """The reader for one run over `paths` (readers.reader_for): the first pass ranks the records
     of each run id over *every* file, so that a re-run's attempts in different files still give one
     row with `latest_attempt: true`; the reader returned then makes each file's rows (the files in
-    the same order)."""
+    the same order). A regular file is streamed twice; an input that can be read only once (a pipe)
+    is read once in the first pass and its rows are held until its turn."""
     attempts = Attempts()
+    held: dict[int, list[RowChunk]] = {}
     for index, path in enumerate(paths):
+        if not rereadable(path):
+            held[index] = list(_read_file(path, source, attempts, index, offer=True))
+            continue
         offers = _Offers(attempts, index)
         with open_binary(path, source.encoding) as handle, stream_values(handle, path, source.encoding) as (stream, tops):
             for _ in tops:
@@ -247,16 +262,33 @@ def prepare(paths: Sequence[Path], source: SourceConfig) -> Callable[[Path, Sour
 
     def read_prepared(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
         index = next(files)
-
-        def collect(value: Any, rows: Any) -> None:
-            _collect(value, rows, attempts, index)
-
-        return read_values(
-            path, source, "GitHub Actions workflow runs",
-            lambda stream, rows: walk_values(stream, rows, collect, "a workflow run"),
-        )
+        if index in held:
+            return _marked(held.pop(index), attempts, index)
+        return _read_file(path, source, attempts, index)
 
     return read_prepared
+
+
+def _read_file(path: Path, source: SourceConfig, attempts: Attempts, index: int, offer: bool = False) -> Iterator[RowChunk]:
+    def collect(value: Any, rows: Any) -> None:
+        _collect(value, rows, attempts, index, offer)
+
+    return read_values(
+        path, source, "GitHub Actions workflow runs",
+        lambda stream, rows: walk_values(stream, rows, collect, "a workflow run"),
+    )
+
+
+def _marked(chunks: list[RowChunk], attempts: Attempts, index: int) -> Iterator[RowChunk]:
+    """Held rows (an input read once) with `latest_attempt` set now that every input is ranked."""
+    for chunk in chunks:
+        frame = chunk.frame
+        if len(frame):
+            frame["latest_attempt"] = [
+                "true" if attempts.is_latest({"id": key}, (index, int(number))) else "false"
+                for key, number in zip(frame["id"], frame[ROW])
+            ]
+        yield chunk
 
 
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
@@ -265,23 +297,30 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     return prepare([path], source)(path, source)
 
 
-def _collect(node: Any, sink: Any, attempts: Attempts | None = None, file_index: int = 0) -> None:
+def _collect(
+    node: Any, sink: Any, attempts: Attempts | None = None, file_index: int = 0, offer: bool = False
+) -> None:
+    """Rows (or, in the first pass, offers) for one decoded value. `offer`: the one pass over an
+    input read once, which both offers each run and makes its row (marked later, see `_marked`)."""
     if isinstance(node, list):
         for element in node:
-            _collect(element, sink, attempts, file_index)
+            _collect(element, sink, attempts, file_index, offer)
         return
     if not isinstance(node, dict):
         sink.bad(f"{kind(node)}, not a workflow run", _snippet(node))
         return
     what = classify(node)
     if what == "page":
-        _collect(node["workflow_runs"], sink, attempts, file_index)
+        _collect(node["workflow_runs"], sink, attempts, file_index, offer)
     elif what != "run":
         sink.bad(what, _snippet(node))
     elif isinstance(sink, _Offers):
         sink.run(node)
     else:
-        latest = attempts is None or attempts.is_latest(node, (file_index, sink.count + 1))
+        position = (file_index, sink.count + 1)
+        if offer and attempts is not None:
+            attempts.offer(node, position)
+        latest = attempts is None or offer or attempts.is_latest(node, position)
         sink.add(run_row(node, latest))
 
 
