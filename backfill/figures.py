@@ -461,10 +461,12 @@ def _truncated(plan: Plan) -> list[dict[str, Any]]:
         if pages and pages[-1] == GITLAB_PAGE:
             examples.append({"file": path, "row": 0, "detail": f"its last page holds exactly {GITLAB_PAGE} "
                              f"deployments and no page follows ({len(pages)} pages): fetch the next page"})
-        for total, held in facts.get("github_runs", []):
-            if int(total) > int(held):
-                examples.append({"file": path, "row": 0, "detail": f"total_count {total} but the file holds "
-                                 f"{held} runs: fetch the remaining pages"})
+        runs = facts.get("github_runs", [])
+        total, held = max((int(t) for t, _ in runs), default=0), sum(n for _, n in runs)
+        if total > held:
+            examples.append({"file": path, "row": 0, "detail": f"total_count is {total} but the file holds {held} "
+                             f"runs in {len(runs)} page{'s' if len(runs) != 1 else ''}: fetch the remaining pages "
+                             "(gh api --paginate)"})
     for job, (path, size, low) in jobs_seen.items():
         if size == JENKINS_CAP:
             examples.append({"file": path, "row": 0, "detail": f"job {job!r} has exactly {JENKINS_CAP} builds, the "

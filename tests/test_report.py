@@ -427,3 +427,22 @@ def test_nothing_planned_still_writes_a_report(tmp_path, run_cli):
         assert "History (what DevGrid will show; ISO weeks and months in UTC):\n  no events planned\nWarnings: none" in out
     assert json.loads((tmp_path / "r.json").read_text())["all"] is None
     assert "No events planned." in (tmp_path / "r.html").read_text()
+
+
+def test_github_runs_file_holding_fewer_runs_than_total_count(tmp_path, run_cli):
+    def page(total: int, ids: range) -> dict:
+        return {"total_count": total, "workflow_runs": [
+            {"id": i, "run_number": i, "run_attempt": 1, "status": "completed", "conclusion": "success",
+             "head_sha": f"s{i}", "updated_at": f"2024-06-0{1 + i % 5}T10:00:00Z",
+             "head_commit": {"id": f"s{i}", "timestamp": f"2024-06-0{1 + i % 5}T08:00:00Z"}} for i in ids]}
+    short, whole = tmp_path / "short.json", tmp_path / "whole.json"
+    short.write_text(json.dumps(page(5, range(1, 3))) + "\n" + json.dumps(page(5, range(3, 5))))
+    whole.write_text(json.dumps(page(2, range(10, 12))))
+    code, out, err = run_cli("preview", short, whole, "-m", ROOT / "mappings" / "github-actions.yaml", "--entity-id", "p",
+                             "--show", "0", "--report", tmp_path / "r.json")
+    assert (code, err) == (ExitStatus.OK, "")
+    data = json.loads((tmp_path / "r.json").read_text())
+    truncated = next(w for w in data["warnings"] if w["code"] == "truncated")
+    assert [(e["file"], e["detail"]) for e in truncated["examples"]] == [
+        (str(short), "total_count is 5 but the file holds 4 runs in 2 pages: fetch the remaining pages (gh api --paginate)")]
+    assert data["all"]["lead_time"]["median_hours"] == 2  # head_commit.timestamp, two hours before each run ended

@@ -311,6 +311,9 @@ def _collect(
         return
     what = classify(node)
     if what == "page":
+        total, facts = _text(node.get("total_count")), getattr(sink, "facts", None)  # Rows have facts, _Offers not
+        if facts is not None and total is not None and total.isdigit():  # for the report: missing pages
+            facts.setdefault("github_runs", []).append((total, len(node["workflow_runs"])))
         _collect(node["workflow_runs"], sink, attempts, file_index, offer)
     elif what != "run":
         sink.bad(what, _snippet(node))
