@@ -260,7 +260,7 @@ def weekly_chart(group: dict[str, Any], index: int) -> str:
           "font.family": "sans-serif", "font.size": 9}
     with matplotlib.rc_context(rc):
         fig = Figure(figsize=(10, 2.4), dpi=72)
-        fig.subplots_adjust(left=0.07, right=0.99, bottom=0.14, top=0.86)
+        fig.subplots_adjust(left=0.07, right=0.97, bottom=0.14, top=0.86)
         ax = fig.add_subplot()
         # steps as two filled polygons (failed at the bottom, success on top): one path each, however
         # many weeks, where bars would be two shapes a week
