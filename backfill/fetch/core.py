@@ -32,6 +32,7 @@ import httpx
 from backfill import __version__
 from backfill.client import check_base_url, parse_retry_after, read_secret
 from backfill.errors import AuthError, FetchIncomplete, FetchStopped, UsageError
+from backfill.report import visible
 from backfill.summary import duration_text
 
 STATE_VERSION = 1
@@ -48,8 +49,9 @@ def read_token(env: str, token_file: str | None, *, header: str) -> str:
 
 
 def printable(text: str, limit: int = 200) -> str:
-    """Server text for a one-line message: control characters escaped, at most `limit` characters."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text.strip())
+    """Server text for a one-line message: control and invisible characters escaped (the report's
+    rule), at most `limit` characters."""
+    out = visible(text.strip())
     return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
