@@ -33,7 +33,8 @@ DEPLOY_FIELDS = ("id", "node_id", "sha", "environment", "creator.login", "starte
 def read_all(path: Path, fmt: str) -> tuple[pd.DataFrame, list[BadRow]]:
     chunks = list(get_reader(fmt)(path, SourceConfig(format=fmt)))
     assert all(chunk.unit == "record" for chunk in chunks)
-    frame = pd.concat([chunk.frame for chunk in chunks], ignore_index=True)
+    frame = pd.concat([chunk.frame for chunk in chunks], ignore_index=True).astype(object)
+    frame = frame.where(frame.notna(), None)  # readers give arrow text, missing as NaN: compared as None here
     return frame, [bad for chunk in chunks for bad in chunk.bad]
 
 

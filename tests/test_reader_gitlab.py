@@ -27,7 +27,8 @@ MAPPED = (  # the fields mappings/gitlab.yaml reads
 def read_all(path: Path) -> tuple[pd.DataFrame, list[BadRow]]:
     chunks = list(read(path, SourceConfig(format="gitlab")))
     assert all(chunk.unit == "record" for chunk in chunks)
-    frame = pd.concat([chunk.frame for chunk in chunks], ignore_index=True)
+    frame = pd.concat([chunk.frame for chunk in chunks], ignore_index=True).astype(object)
+    frame = frame.where(frame.notna(), None)  # readers give arrow text, missing as NaN: compared as None here
     return frame, [bad for chunk in chunks for bad in chunk.bad]
 
 

@@ -28,7 +28,8 @@ COLUMNS = {
 def read_all(path: Path, **source: str) -> tuple[pd.DataFrame, list[BadRow]]:
     chunks = list(read(path, SourceConfig(format="jenkins", **source)))
     assert all(chunk.unit == "record" for chunk in chunks)
-    frame = pd.concat([chunk.frame for chunk in chunks], ignore_index=True)
+    frame = pd.concat([chunk.frame for chunk in chunks], ignore_index=True).astype(object)
+    frame = frame.where(frame.notna(), None)  # readers give arrow text, missing as NaN: compared as None here
     return frame, [bad for chunk in chunks for bad in chunk.bad]
 
 

@@ -89,14 +89,25 @@ _encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def flatten(obj: dict, prefix: str = "", out: dict | None = None) -> dict[str, str | None]:
-    """Flatten nested objects to dotted keys; lists stay whole as compact JSON text."""
+    """Flatten nested objects to dotted keys; lists stay whole as compact JSON text. The values
+    come out as `scalar_text` gives them (dispatch on the exact type: this runs for every field
+    of every JSON record)."""
     out = {} if out is None else out
     for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flatten(value, f"{name}.", out)
+        kind = type(value)
+        if kind is str:
+            out[prefix + key] = value
+        elif kind is JSONNumber:
+            out[prefix + key] = str.__str__(value)
+        elif value is None:
+            out[prefix + key] = None
+        elif kind is dict:
+            if value:
+                flatten(value, f"{prefix}{key}.", out)
+            else:
+                out[prefix + key] = "{}"
         else:
-            out[name] = scalar_text(value)
+            out[prefix + key] = scalar_text(value)
     return out
 
 

@@ -159,16 +159,16 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     return read_values(path, source, "GitLab deployments", _collect_top)
 
 
-def _collect_top(stream: JSONStream, rows: Rows, top: bool = True) -> Iterator[RowChunk]:
+def _collect_top(stream: JSONStream, rows: Rows, depth: int = 0) -> Iterator[RowChunk]:
     """A top-level value: an array is read one element at a time, anything else whole. The number
     of records in each top-level array (a page saved) goes to the chunk's facts, `gitlab_pages`,
     for the preview report."""
-    if stream.peek() == "[":
+    if stream.peek() == "[" and depth < 8:  # deeper arrays of arrays are decoded whole
         size = 0
         for _ in stream.elements():
             size += 1
-            yield from _collect_top(stream, rows, False)
-        if top:
+            yield from _collect_top(stream, rows, depth + 1)
+        if depth == 0:
             rows.facts.setdefault("gitlab_pages", []).append(size)
         return
     try:

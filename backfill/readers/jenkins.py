@@ -248,26 +248,30 @@ class _Sink:
 _STREAMED = ("allBuilds", "builds", "jobs")
 
 
-def _stream_node(stream: JSONStream, job: _Job | None, sink: _Sink) -> Iterator[RowChunk]:
+_WALKED = 24  # levels of jobs in folders (and lists in lists) walked; deeper ones are decoded whole
+
+
+def _stream_node(stream: JSONStream, job: _Job | None, sink: _Sink, depth: int = 0) -> Iterator[RowChunk]:
     """A value at the cursor: an array walked element by element, an object member by member."""
     char = stream.peek()
-    if char == "[":
+    if char == "[" and depth < _WALKED:
         for _ in stream.elements():
-            yield from _stream_element(stream, job, sink)
-    elif char == "{":
-        yield from _stream_object(stream, job, sink)
+            yield from _stream_element(stream, job, sink, depth=depth + 1)
+    elif char == "{" and depth < _WALKED:
+        yield from _stream_object(stream, job, sink, depth + 1)
     else:
-        yield from _stream_element(stream, job, sink)
+        yield from _stream_element(stream, job, sink, depth=_WALKED)
 
 
 def _stream_element(
-    stream: JSONStream, job: _Job | None, sink: _Sink, numbers: set[str] | None = None, skip: set[str] | None = None
+    stream: JSONStream, job: _Job | None, sink: _Sink, numbers: set[str] | None = None, skip: set[str] | None = None,
+    depth: int = 0,
 ) -> Iterator[RowChunk]:
     """One element of a list (a build, a run, a job of a list of jobs), decoded whole and turned
     into its row at once. `numbers` collects build numbers; a build whose number is in `skip` is
     dropped (it was read from `builds` before `allBuilds`)."""
-    if stream.peek() == "[":
-        yield from _stream_node(stream, job, sink)
+    if stream.peek() == "[" and depth < _WALKED:
+        yield from _stream_node(stream, job, sink, depth)
         return
     try:
         value = stream.value()
@@ -288,7 +292,7 @@ def _stream_element(
         yield sink.rows.take()
 
 
-def _stream_object(stream: JSONStream, job: _Job | None, sink: _Sink) -> Iterator[RowChunk]:
+def _stream_object(stream: JSONStream, job: _Job | None, sink: _Sink, depth: int = 0) -> Iterator[RowChunk]:
     """An object read member by member: the arrays `allBuilds`, `builds` (of a job) and `jobs` (of a
     folder or view) are streamed with the context of the members read before them (Jenkins writes
     a job's name, fullName and url before its builds); anything else is decoded whole and, when the
@@ -308,15 +312,15 @@ def _stream_object(stream: JSONStream, job: _Job | None, sink: _Sink) -> Iterato
             streamed.add(key)
             if key == "jobs":
                 for _ in stream.elements():
-                    if stream.peek() == "{":
-                        yield from _stream_object(stream, context, sink)
+                    if stream.peek() == "{" and depth < _WALKED:
+                        yield from _stream_object(stream, context, sink, depth + 1)
                     else:
-                        yield from _stream_element(stream, context, sink)
+                        yield from _stream_element(stream, context, sink, depth=_WALKED)
             else:
                 numbers = from_builds if key == "builds" else None
                 skip = from_builds if key == "allBuilds" and "builds" in streamed else None
                 for _ in stream.elements():
-                    yield from _stream_element(stream, context, sink, numbers, skip)
+                    yield from _stream_element(stream, context, sink, numbers, skip, _WALKED)
             continue
         try:
             members[key] = stream.value()

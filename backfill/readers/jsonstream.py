@@ -96,7 +96,7 @@ class JSONStream:
         path: Path | str,
         *,
         encoding: str | None = None,
-        window: int = WINDOW,
+        window: int | None = None,
         surrogates: str = "error",
     ):
         self.path = path
@@ -107,7 +107,7 @@ class JSONStream:
         name = codecs.lookup(self._encoding).name
         # a UTF-8 BOM is dropped whether or not the mapping names the encoding
         self._decoder = codecs.getincrementaldecoder("utf-8-sig" if name == "utf-8" else self._encoding)()
-        self._window = window
+        self._window = window or WINDOW
         self._surrogates = surrogates
         self._buf = ""
         self._pos = 0
@@ -239,17 +239,22 @@ class JSONStream:
             line, column = self.location(self._base + start + position)
             raise SurrogateError(escape, line, column)
 
-    def skip(self) -> None:
-        """Consume the next value; an array or object is read one element at a time."""
+    def skip(self, depth: int = 0) -> None:
+        """Consume the next value; an array or object is walked one element at a time (so a big
+        array is never held), down to a few levels, below which values are decoded whole (a value
+        too deep to decode is passed over by counting brackets)."""
         char = self.peek()
-        if char == "[":
+        if char == "[" and depth < 8:
             for _ in self.elements():
-                self.skip()
-        elif char == "{":
+                self.skip(depth + 1)
+        elif char == "{" and depth < 8:
             for _ in self.members():
-                self.skip()
+                self.skip(depth + 1)
         else:
-            self.value()
+            try:
+                self.value()
+            except TooDeep:
+                pass
 
     def _skip_deep(self) -> None:
         """Consume a value (from the cursor) by counting brackets, for one too deep to decode."""
@@ -374,10 +379,16 @@ class Rows:
 
     `add(record)` takes a flat record (a good row), `bad(reason, text)` a record the reader could not
     turn into a row; both take the next number (`count + 1`; or the `number` given, for a caller
-    that numbers rows itself: NDJSON lines, rows held back and added later) (the `_row` of good rows and `BadRow.row` share one
-    numbering). `ready()` says a chunk of `chunk_rows` good rows is waiting for `take()`; `take()` at
-    the end gives the rest (always one chunk per file at least). `good` counts the good rows.
+    that numbers rows itself: NDJSON lines, rows held back and added later). `ready()` says a chunk
+    of `chunk_rows` good rows is waiting for `take()`; `take()` at the end gives the rest (always
+    one chunk per file at least). `good` counts the good rows; `facts` go out with the next chunk.
+
+    Values are kept column by column and packed into arrow text every BLOCK rows, so a chunk of
+    100,000 rows costs about its text, not 100,000 dicts of Python strings; the chunk's frame has
+    arrow-backed text columns (missing values NaN), columns in order of first appearance.
     """
+
+    BLOCK = 2048
 
     def __init__(self, unit: str = "record", chunk_rows: int | None = None):
         from backfill.readers import CHUNK_ROWS
@@ -386,11 +397,15 @@ class Rows:
         self.count = 0
         self.good = 0
         self.first_bad: BadRow | None = None
+        self.facts: dict[str, Any] = {}
         self._chunk_rows = chunk_rows or CHUNK_ROWS
-        self._records: list[dict[str, str | None]] = []
+        self._columns: dict[str, list[str | None]] = {}  # the open block's values, by column
+        self._packed: dict[str, list[tuple[int, Any]]] = {}  # column -> [(block, arrow array)]
+        self._sizes: list[int] = []  # rows per packed block
+        self._open = 0  # rows in the open block
+        self._rows = 0  # rows in the chunk
         self._numbers: list[int] = []
         self._bad: list[BadRow] = []
-        self.facts: dict[str, Any] = {}  # about the file, for the report: goes out with the next chunk
 
     def add(self, record: dict[str, str | None], number: int | None = None) -> None:
         """A good row: the next number, or `number` when the caller numbers the rows itself."""
@@ -398,8 +413,35 @@ class Rows:
             self.count += 1
             number = self.count
         self.good += 1
-        self._records.append(record)
+        n = self._open
+        columns = self._columns
+        for key, value in record.items():
+            column = columns.get(key)
+            if column is None:
+                columns[key] = column = [None] * n
+            elif len(column) != n:
+                column.extend([None] * (n - len(column)))
+            column.append(value)
+        self._open = n + 1
+        self._rows += 1
         self._numbers.append(number)
+        if self._open >= self.BLOCK:
+            self._pack()
+
+    def _pack(self) -> None:
+        import pyarrow as pa
+
+        n, block = self._open, len(self._sizes)
+        for key, column in self._columns.items():
+            if len(column) != n:
+                column.extend([None] * (n - len(column)))
+            if column.count(None) != n:  # a block without any value of the column stays implicit
+                self._packed.setdefault(key, []).append((block, pa.array(column, type=pa.string())))
+            else:
+                self._packed.setdefault(key, [])
+        self._columns = {key: [] for key in self._columns}
+        self._sizes.append(n)
+        self._open = 0
 
     def bad(self, reason: str, text: str = "", number: int | None = None) -> None:
         if number is None:
@@ -411,13 +453,25 @@ class Rows:
             self.first_bad = row
 
     def ready(self) -> bool:
-        return len(self._records) >= self._chunk_rows
+        return self._rows >= self._chunk_rows
 
     def take(self) -> RowChunk:
-        from backfill.readers import ROW, frame_from_records
+        import pandas as pd
+        import pyarrow as pa
 
-        frame = frame_from_records(self._records)
+        from backfill.normalize import TEXT
+        from backfill.readers import ROW
+
+        if self._open or not self._sizes:
+            self._pack()
+        data: dict[str, Any] = {}
+        for key, blocks in self._packed.items():
+            present = dict(blocks)
+            parts = [present[i] if i in present else pa.nulls(size, pa.string()) for i, size in enumerate(self._sizes)]
+            data[key] = pd.Series(pa.chunked_array(parts, type=pa.string()), dtype=TEXT, copy=False)
+        frame = pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=range(self._rows))
         frame[ROW] = self._numbers
         chunk = RowChunk(frame, unit=self.unit, bad=self._bad, facts=self.facts)
-        self._records, self._numbers, self._bad, self.facts = [], [], [], {}
+        self._columns, self._packed, self._sizes, self._open, self._rows = {}, {}, [], 0, 0
+        self._numbers, self._bad, self.facts = [], [], {}
         return chunk
