@@ -202,10 +202,10 @@ def _collect(node: Any, rows: Rows) -> None:
     if "last_deployment" in node:
         deployment = node.get("last_deployment")
         if isinstance(deployment, dict):
-            rows.add(_row(_with_environment(deployment, node)))
+            _add(rows, _with_environment(deployment, node))
         return  # an environment never deployed to: nothing to import
     if "id" in node and any(key in node for key in ("deployable", "sha", "iid")):
-        rows.add(_row(node))
+        _add(rows, node)
         return
     keys = ", ".join(list(node)[:8])
     rows.bad(f"not a GitLab deployment (keys: {keys})", _snippet(node))
@@ -220,6 +220,15 @@ def _with_environment(deployment: dict[str, Any], environment: dict[str, Any]) -
     elif own not in (None, ""):
         return deployment  # an unexpected shape (a string?): leave it as published
     return {**deployment, "environment": merged}
+
+
+def _add(rows: Rows, deployment: dict[str, Any]) -> None:
+    """The deployment's row (as `_row` gives it), flattened straight into the file's columns."""
+    status = deployment.get("status")
+    top = None if isinstance(status, dict) and status else scalar_text(status)
+    deployable = deployment.get("deployable")
+    inner = scalar_text(deployable.get("status")) if isinstance(deployable, dict) else None
+    rows.add_object(deployment, BASE_FIELDS, {"status_effective": top or inner})
 
 
 def _row(deployment: dict[str, Any]) -> dict[str, str | None]:

@@ -112,7 +112,7 @@ def _records(stream: JSONStream, path: Path, walked: list[str], rows: Rows) -> I
             continue
         if isinstance(item, dict):
             try:
-                rows.add(flatten(item))
+                rows.add_object(item)
             except RecursionError:
                 rows.bad(f"record is {TOO_DEEP}")
         else:

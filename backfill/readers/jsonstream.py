@@ -44,7 +44,7 @@ from typing import Any, BinaryIO, Iterator
 
 from backfill.errors import ReaderError
 from backfill.readers.inputs import InputFile, open_input, text_encoding
-from backfill.readers import BadRow, JSONNumber, RowChunk, dumps, lone_surrogate  # noqa: F401 (dumps: API)
+from backfill.readers import BadRow, JSONNumber, RowChunk, dumps, lone_surrogate, scalar_text  # noqa: F401 (dumps: API)
 
 WINDOW = 1 << 20  # characters decoded per read
 _WS = re.compile(r"[ \t\n\r]*")
@@ -206,13 +206,15 @@ class JSONStream:
             try:
                 value, end = _SCAN(self._buf, start)
             except StopIteration as stop:
+                where = self._base + stop.value  # before a retry moves the window
                 if self._retry(stop.value, "Expecting value"):
                     continue
-                raise self.error("Expecting value", self._base + stop.value) from None
+                raise self.error("Expecting value", where) from None
             except json.JSONDecodeError as exc:
+                where = self._base + exc.pos
                 if self._retry(exc.pos, exc.msg):
                     continue
-                raise self.error(exc.msg, self._base + exc.pos) from None
+                raise self.error(exc.msg, where) from None
             except RecursionError:
                 line, column = self.location()
                 self._skip_deep()
@@ -328,9 +330,10 @@ class JSONStream:
             try:
                 key, end = scanstring(self._buf, self._pos + 1, True)
             except json.JSONDecodeError as exc:
+                where = self._base + exc.pos
                 if self._retry(exc.pos, exc.msg):
                     continue
-                raise self.error(exc.msg, self._base + exc.pos) from None
+                raise self.error(exc.msg, where) from None
             start, self._pos = self._pos, end
             if self._surrogates == "error" and _SURROGATE_HINT.search(self._buf, start, end):
                 self._check_surrogates(start, end)
@@ -427,6 +430,78 @@ class Rows:
         self._numbers.append(number)
         if self._open >= self.BLOCK:
             self._pack()
+
+    def add_object(self, obj: dict, first: tuple[str, ...] = (), extra: dict[str, str | None] | None = None) -> None:
+        """A good row from a decoded JSON object, flattened straight into the columns: the same
+        row as `add(flatten(obj) | extra)` (columns `first` come first, as `dict.fromkeys(first)`
+        would put them), without building the dict."""
+        n = self._open
+        columns = self._columns
+        for name in first:
+            if name not in columns:
+                columns[name] = [None] * n
+        try:
+            self._flatten_into(obj, "", n)
+        except RecursionError:
+            for column in columns.values():  # nothing of a row that could not be read stays
+                del column[n:]
+            raise
+        for name, value in (extra or {}).items():
+            self._set(name, value, n)
+        self.count += 1
+        self.good += 1
+        self._open = n + 1
+        self._rows += 1
+        self._numbers.append(self.count)
+        if self._open >= self.BLOCK:
+            self._pack()
+
+    def _flatten_into(self, obj: dict, prefix: str, n: int) -> None:
+        columns = self._columns
+        for key, value in obj.items():
+            kind = type(value)
+            if kind is str:
+                text: str | None = value
+            elif kind is JSONNumber:
+                text = str.__str__(value)
+            elif kind is dict:
+                if value:
+                    self._flatten_into(value, f"{prefix}{key}.", n)
+                    continue
+                text = "{}"
+            elif value is None:
+                column = columns.get(prefix + key)
+                if column is None:
+                    columns[prefix + key] = [None] * n
+                elif len(column) > n:
+                    column[n] = None  # a later duplicate name wins, as in a dict
+                continue
+            else:
+                text = scalar_text(value)
+            name = prefix + key
+            column = columns.get(name)
+            if column is None:
+                columns[name] = column = [None] * n
+            else:
+                size = len(column)
+                if size > n:
+                    column[n] = text
+                    continue
+                if size < n:
+                    column.extend([None] * (n - size))
+            column.append(text)
+
+    def _set(self, name: str, value: str | None, n: int) -> None:
+        column = self._columns.get(name)
+        if column is None:
+            self._columns[name] = column = [None] * n
+        size = len(column)
+        if size > n:
+            column[n] = value
+            return
+        if size < n:
+            column.extend([None] * (n - size))
+        column.append(value)
 
     def _pack(self) -> None:
         import pyarrow as pa
