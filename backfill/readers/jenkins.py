@@ -639,8 +639,8 @@ def _commit_times(entries: list[Any]) -> dict[str, str]:
         if not isinstance(entry, dict):
             continue
         sha = _text(entry.get("commitId")) or _text(entry.get("id"))
-        stamp = _ms(entry.get("timestamp"))
-        when = ms_to_iso(stamp) if isinstance(stamp, int) and stamp > 0 else stamp or _text(entry.get("date"))
+        stamp = _ms(entry.get("timestamp"), "change set timestamp")
+        when = _iso(stamp, "change set timestamp") if isinstance(stamp, int) and stamp > 0 else stamp or _text(entry.get("date"))
         if sha and when:
             out[sha] = str(when)
     return out
