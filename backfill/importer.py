@@ -585,7 +585,8 @@ def _upload(plain: Journal, api_key: str, settings: UploadSettings, options: dic
                       f"{done['uncertain']} uncertain, {done['released']} not sent)")
     limits = [parse_rate_limit(text) for text in options.get("rate_limits") or [str(x) for x in DEFAULT_LIMITS]]
     longest = max(limit.period for limit in limits)
-    throttle = Throttle(limits, history=journal.request_times(since=time.time() - longest))
+    wall_now = time.time()
+    throttle = Throttle.from_wall_times(limits, journal.request_times(since=wall_now - longest), wall_now=wall_now)
     upload_options = UploadOptions(
         batch_size=int(options.get("batch_size") or 15),
         on_uncertain=settings.on_uncertain or options.get("on_uncertain") or RESEND,

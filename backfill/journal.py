@@ -742,7 +742,9 @@ class Journal:
 def _connect(path: Path, mode: str) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit); `mode` "rw" never creates a file."""
     uri = f"{path.resolve().as_uri()}?mode={mode}"
-    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    # One thread at a time uses a journal, but not always the one that opened it (an HTTP request
+    # runs on a worker thread, and a test's fake server may look at the journal from there).
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
 
 
 def _check_identity(conn: sqlite3.Connection, path: Path) -> None:

@@ -273,7 +273,7 @@ class _State:
             throttle = self.throttles.get(api_key)
             if throttle is None:
                 throttle = self.throttles[api_key] = Throttle(config.limits)
-            now = time.time()
+            now = time.monotonic()
             allowed, retry_after = throttle.try_acquire(now)
             if not allowed:
                 self.rate_limited += 1

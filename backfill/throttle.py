@@ -101,13 +101,18 @@ SLEEP_STEP = 30.0
 
 
 class Throttle:
-    """Request times of one API key, checked against every limit. Not thread-safe: callers lock."""
+    """Request times of one API key, checked against every limit. Not thread-safe: callers lock.
+
+    The clock is monotonic by default: a wall clock stepped back an hour must not stall a run for
+    that hour, nor one stepped forward open the windows early. Times are on that clock; see
+    `from_wall_times` for history recorded with the wall clock.
+    """
 
     def __init__(
         self,
         limits: Sequence[RateLimit] = DEFAULT_LIMITS,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         history: Iterable[float] = (),
     ) -> None:
@@ -119,6 +124,33 @@ class Throttle:
         self._times: list[float] = sorted(float(t) for t in history)
         self._blocked_until = 0.0
         self._prune(self._clock())
+
+    @classmethod
+    def from_wall_times(
+        cls,
+        limits: Sequence[RateLimit],
+        wall_times: Iterable[float],
+        *,
+        wall_now: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Throttle:
+        """A throttle on `clock` holding requests recorded at wall-clock times (a checkpoint's), each
+        as long ago as the wall clock says; a time in the wall clock's future counts as now."""
+        now = clock()
+        history = [now - max(0.0, wall_now - t) for t in wall_times]
+        return cls(limits, clock=clock, sleep=sleep, history=history)
+
+    def now(self) -> float:
+        """The throttle's clock, for callers that record on it."""
+        return self._clock()
+
+    def with_limits(self, limits: Sequence[RateLimit]) -> Throttle:
+        """Another throttle with other limits, the same clock, history and block (the uploader slows
+        down after 429s and speeds up again)."""
+        other = Throttle(limits, clock=self._clock, sleep=self._sleep, history=self._times)
+        other.block_until(self._blocked_until)
+        return other
 
     @property
     def blocked_until(self) -> float:

@@ -7,24 +7,31 @@ rejected or uncertain - never lost, never silently sent twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import random
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from backfill import client as api
-from backfill.client import EventsClient, Outcome, canonical, error_indices
+from backfill.client import MAX_SERVER_WAIT, EventsClient, Outcome, canonical, error_indices
 from backfill.errors import AuthError, UploadStopped
 from backfill.events import MAX_BATCH
 from backfill.journal import Journal, PlannedEvent
 from backfill.ledger import SharedBudget
+from backfill.summary import duration_text
 from backfill.throttle import RateLimit, Throttle
 
 RESEND = "resend"
-RECOVER_AFTER = 100  # answered requests without a 429 before a slowed limiter is restored
 SKIP = "skip"
+RECOVER_AFTER_S = 120.0  # seconds without a 429 before a limiter slowed by 429s is restored
+SLOWDOWN_FLOOR = 0.5  # 429s never slow the limiter below this share of the configured counts
+MAX_429_BACKOFF = 60.0  # a 429 without Retry-After waits at most this (the windows do the rest)
+LONG_WAIT = 60.0  # waits longer than this are said on stderr, terminal or not
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class UploadOptions:
     max_retries: int = 5  # consecutive failed attempts (5xx, network) before stopping
     backoff_base: float = 1.0  # seconds; full jitter over base * 2**attempt
     backoff_cap: float = 300.0
-    slowdown: float = 0.9  # each 429 scales the limiter's counts by this
+    slowdown: float = 0.9  # each 429 scales the limiter's counts by this, down to SLOWDOWN_FLOOR
 
 
 class Progress(Protocol):
@@ -94,7 +101,7 @@ class Uploader:
         self.client = client
         self.throttle = throttle
         self._configured_limits = throttle.limits  # what a run slowed by 429s returns to
-        self._calm = 0  # answers since the last 429
+        self._last_429: float | None = None  # on the throttle's (monotonic) clock
         self.options = options
         self.clock = clock
         self.sleep = sleep
@@ -109,7 +116,7 @@ class Uploader:
     # ----------------------------------------------------------------- the loop
 
     def run(self) -> UploadResult:
-        started = self.clock()
+        started = self.throttle.now()
         resend = self.options.on_uncertain == RESEND
         if not resend:
             self.journal.skip_uncertain()
@@ -119,7 +126,7 @@ class Uploader:
         finally:
             if not resend:
                 self.journal.skip_uncertain()
-            self.result.elapsed = self.clock() - started
+            self.result.elapsed = self.throttle.now() - started
             self.result.counts = self.journal.counts()
             self.result.batch_size = self.batch_size
         return self.result
@@ -153,7 +160,7 @@ class Uploader:
         self._record(request_no, batch, outcome)
 
     def _answered(self, ticket: int | None) -> None:
-        self.throttle.record(self.clock())
+        self.throttle.record(self.throttle.now())
         if ticket is not None and self.budget is not None:
             self.budget.answered(ticket)
 
@@ -173,6 +180,12 @@ class Uploader:
         if kind == api.CREATED:
             sent, rejected, uncertain = match_created(batch, outcome)
             self._finish(request_no, outcome, sent=sent, rejected=rejected, uncertain=uncertain)
+            if uncertain:
+                # An answer that leaves events unaccounted for settled nothing for them: a failed
+                # attempt, or a server answering `{"success": []}` would be fed the batch forever.
+                self._failed(Outcome(api.UNCERTAIN, outcome.status,
+                                     f"the answer accounts for {len(batch) - len(uncertain)} of {len(batch)} events"))
+                return
             self._failures = self._throttled = 0
             self._recover()
         elif kind == api.INVALID:
@@ -192,6 +205,12 @@ class Uploader:
             raise AuthError(
                 f"the API refused the key ({outcome.status}: {outcome.detail}); "
                 "check DEVGRID_API_KEY or --api-key-file and the --target; nothing was retried"
+            )
+        elif kind == api.TLS:
+            self._finish(request_no, outcome, pending=ids)
+            raise UploadStopped(
+                f"{outcome.detail}; nothing was sent and this is not retried: check --base-url, or point "
+                "SSL_CERT_FILE at the certificate of the authority that signed it"
             )
         elif kind == api.FATAL:
             self._finish(request_no, outcome, pending=ids)
@@ -226,30 +245,41 @@ class Uploader:
         return self.jitter() * min(self.options.backoff_cap, self.options.backoff_base * 2**attempt)
 
     def _recover(self) -> None:
-        """After RECOVER_AFTER answers without a 429, a limiter slowed by 429s is back to the
-        configured limits: a passing burst of 429s does not slow a 44-hour import for good."""
-        self._calm += 1
-        if self._calm >= RECOVER_AFTER and self.throttle.limits != self._configured_limits:
-            blocked = self.throttle.blocked_until
-            self.throttle = Throttle(
-                self._configured_limits, clock=self.clock, sleep=self.sleep, history=self.throttle.recent_times()
-            )
-            self.throttle.block_until(blocked)
-            self.progress.note(f"no 429 for {self._calm} requests: back to {', '.join(map(str, self._configured_limits))}")
+        """RECOVER_AFTER_S without a 429, a limiter slowed by 429s is back to the configured limits:
+        a passing burst of 429s does not slow a 44-hour import for good."""
+        if self._last_429 is None or self.throttle.limits == self._configured_limits:
+            return
+        calm = self.throttle.now() - self._last_429
+        if calm >= RECOVER_AFTER_S:
+            self._set_limits(self._configured_limits)
+            self.progress.note(f"no 429 for {duration_text(calm)}: back to {', '.join(map(str, self._configured_limits))}")
+
+    def _set_limits(self, limits: tuple[RateLimit, ...] | list[RateLimit]) -> None:
+        old = self.throttle
+        self.throttle = old.with_limits(limits)
 
     def _rate_limited(self, outcome: Outcome) -> None:
         self.result.rate_limited += 1
         self._throttled += 1
-        self._calm = 0
-        delay = self._backoff(self._throttled)
+        now = self.throttle.now()
+        self._last_429 = now
+        if outcome.retry_after is not None and not outcome.retry_after <= MAX_SERVER_WAIT:
+            self._failed(Outcome(api.RATE_LIMITED, outcome.status,
+                                 f"the server asked to wait {_seconds_text(outcome.retry_after)} (Retry-After), "
+                                 f"more than the {duration_text(MAX_SERVER_WAIT)} this tool waits"))
+            return
         if outcome.retry_after is not None:
-            delay = max(delay, outcome.retry_after)
-        slower = [RateLimit(max(1, int(lim.count * self.options.slowdown)), lim.period) for lim in self.throttle.limits]
-        now = self.clock()
-        blocked = self.throttle.blocked_until
-        self.throttle = Throttle(slower, clock=self.clock, sleep=self.sleep, history=self.throttle.recent_times())
-        self.throttle.block_until(max(blocked, now + delay))
-        self.progress.waiting(delay, f"429 from the server: waiting {delay:.1f} s")
+            delay = outcome.retry_after
+        else:
+            delay = min(MAX_429_BACKOFF, self._backoff(self._throttled))
+        floor = {lim.period: max(1, math.ceil(lim.count * SLOWDOWN_FLOOR)) for lim in self._configured_limits}
+        slower = [
+            RateLimit(max(floor.get(lim.period, 1), min(lim.count, int(lim.count * self.options.slowdown))), lim.period)
+            for lim in self.throttle.limits
+        ]
+        self._set_limits(slower)
+        self.throttle.block_until(now + delay)
+        self._announce(delay, f"429 from the server: waiting {duration_text(delay) if delay >= 60 else f'{delay:.1f} s'}")
 
     def _failed(self, outcome: Outcome) -> None:
         self._failures += 1
@@ -259,61 +289,123 @@ class Uploader:
                 f"{': ' + outcome.detail if outcome.detail and outcome.detail != outcome.label else ''})"
             )
         delay = self._backoff(self._failures)
-        self.progress.waiting(delay, f"{outcome.label}: retry {self._failures}/{self.options.max_retries} in {delay:.1f} s")
+        self._announce(delay, f"{outcome.label}: retry {self._failures}/{self.options.max_retries} in {delay:.1f} s")
         self.sleep(delay)
 
     def _on_wait(self, seconds: float, limit: RateLimit) -> None:
         until = time.strftime("%H:%M:%S", time.localtime(self.clock() + seconds))
-        self.progress.waiting(seconds, f"waiting for {limit_name(limit)} until {until}")
+        self._announce(seconds, f"waiting for {limit_name(limit)} until {until}")
+
+    def _announce(self, seconds: float, reason: str) -> None:
+        """Every wait goes to the progress display; one longer than LONG_WAIT is also said in a line
+        of its own (stderr, even without a terminal), so a quiet run is never a mystery."""
+        self.progress.waiting(seconds, reason)
+        if seconds > LONG_WAIT:
+            self.progress.note(f"Waiting {duration_text(seconds)}: {reason}")
+
+
+def _seconds_text(seconds: float) -> str:
+    return "forever" if not math.isfinite(seconds) else duration_text(seconds) if seconds < 1e12 else f"{seconds:.3g} s"
 
 
 def match_created(batch: list[PlannedEvent], outcome: Outcome) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """Match a 201's failures to the events sent (by content) and its successes to the rest (in order).
 
-    Events the response does not account for are uncertain.
+    Content is compared in a normal form, so an echo that spells a timestamp differently
+    (`.000Z`, `+00:00`) still names its event. Events the response does not account for are uncertain.
     """
-    sent_docs = [json.loads(e.body) for e in batch]
+    sent_docs = [comparable(json.loads(e.body)) for e in batch]
     canon = [canonical(doc) for doc in sent_docs]
     rejected: dict[str, str] = {}
     taken: set[int] = set()
     for failure in outcome.failures:
         if not isinstance(failure, dict):
             continue
-        reason = str(failure.get("reason") or failure.get("message") or "rejected by the server")
+        reason = failure.get("reason") or failure.get("message") or "rejected by the server"
         index = _find(canon, sent_docs, failure.get("event"), taken)
         if index is not None:
             taken.add(index)
-            rejected[batch[index].event_id] = reason
+            rejected[batch[index].event_id] = str(reason)[:500]
     rest = [i for i in range(len(batch)) if i not in taken]
     successes = [s for s in outcome.success if isinstance(s, dict)]
     sent: dict[str, str] = {}
     if len(successes) == len(rest):
         for i, success in zip(rest, successes):
-            sent[batch[i].event_id] = str(success.get("id") or "")
+            sent[batch[i].event_id] = _server_id(success)
         return sent, rejected, []
     # Counts disagree: match what can be matched by content, the rest is uncertain.
     for success in successes:
         index = _find(canon, sent_docs, success, taken)
         if index is not None:
             taken.add(index)
-            sent[batch[index].event_id] = str(success.get("id") or "")
+            sent[batch[index].event_id] = _server_id(success)
     uncertain = [batch[i].event_id for i in range(len(batch)) if i not in taken]
     return sent, rejected, uncertain
 
 
-def _find(canon: list[str], docs: list[dict], event: object, taken: set[int]) -> int | None:
+def _server_id(success: dict) -> str:
+    value = success.get("id")
+    return value[:200] if isinstance(value, str) else "" if value is None else str(value)[:200]
+
+
+_FIELDS = ("type", "timestamp", "entityId", "attributes")
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?"
+)
+
+
+def normal_time(value: object) -> object:
+    """An ISO 8601 date-time in one spelling (UTC, microseconds); anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    match = _DATE_TIME.fullmatch(value.strip())
+    if match is None:
+        return value
+    year, month, day, hour, minute = (int(match[i]) for i in range(1, 6))
+    second = int(match[6] or 0)
+    micro = int((match[7] or "0")[:6].ljust(6, "0"))
+    zone = match[8]
+    offset = dt.timedelta(0)
+    if zone and zone not in ("Z", "z"):
+        digits = zone[1:].replace(":", "")
+        offset = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        offset = -offset if zone[0] == "-" else offset
+    try:
+        moment = dt.datetime(year, month, day, hour, minute, second, micro, tzinfo=dt.timezone(offset))
+    except ValueError:
+        return value
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def comparable(event: object) -> object:
+    """An event's fields as the server may echo them, with every date-time in one spelling."""
+    if not isinstance(event, dict):
+        return event
+    doc = {k: event[k] for k in _FIELDS if k in event}
+    if "timestamp" in doc:
+        doc["timestamp"] = normal_time(doc["timestamp"])
+    if isinstance(doc.get("attributes"), dict):
+        doc["attributes"] = {k: normal_time(v) for k, v in doc["attributes"].items()}
+    return doc
+
+
+def _find(canon: list[str], docs: list, event: object, taken: set[int]) -> int | None:
     """Index of the sent event equal to `event` (whole, else by type, entityId, timestamp, attributes)."""
     if not isinstance(event, dict):
         return None
-    whole = canonical({k: event.get(k) for k in ("type", "timestamp", "entityId", "attributes") if k in event})
+    echo = comparable(event)
+    assert isinstance(echo, dict)
+    whole = canonical(echo)
     for i, c in enumerate(canon):
         if i not in taken and c == whole:
             return i
+    if "entityId" not in echo and "timestamp" not in echo:
+        return None
     for i, doc in enumerate(docs):
         if i in taken:
             continue
-        if all(event.get(k) == doc.get(k) for k in ("entityId", "timestamp") if k in event) and (
-            event.get("attributes") in (None, doc.get("attributes"))
-        ) and ("entityId" in event or "timestamp" in event):
+        if all(echo.get(k) == doc.get(k) for k in ("type", "entityId", "timestamp") if k in echo) and (
+            echo.get("attributes") in (None, doc.get("attributes"))
+        ):
             return i
     return None

@@ -913,13 +913,17 @@ def test_limit_names_in_wait_messages(limit, text):
     assert limit_name(limit) == text
 
 
-def test_a_limiter_slowed_by_429s_returns_to_the_configured_limits_after_calm_answers(h: Harness) -> None:
-    from backfill.uploader import RECOVER_AFTER
+def test_a_limiter_slowed_by_429s_returns_to_the_configured_limits_after_calm_minutes(h: Harness) -> None:
+    from backfill.uploader import RECOVER_AFTER_S
 
-    h.create(15 * (RECOVER_AFTER + 1))
+    h.create(15 * 300)
     api = FakeApi(h.clock, script=[answer(429, None, {"Retry-After": "1"})])
-    uploader = h.uploader(api)
+    uploader = h.uploader(api, limits=(RateLimit(100, 60.0),))
     configured = uploader.throttle.limits
+    seen: list[tuple[float, tuple[RateLimit, ...]]] = []
+    api.hooks["before"] = lambda: seen.append((h.clock(), uploader.throttle.limits))
     uploader.run()
-    assert len(api.sizes) == RECOVER_AFTER + 2  # the 429, then every batch once
-    assert uploader.throttle.limits == configured  # 100 answers without a 429 restored the limits
+    assert len(api.sizes) == 300 + 1  # the 429, then every batch once
+    slowed = [t for t, limits in seen if limits != configured]
+    assert slowed and max(slowed) - min(slowed) <= RECOVER_AFTER_S + 1  # back within minutes
+    assert uploader.throttle.limits == configured
