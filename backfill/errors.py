@@ -10,6 +10,7 @@
     +-- LedgerError                    the target's ledger is missing, locked, corrupt or foreign     -> BAD_INPUT
     +-- AuthError                      the API refused the key (401), or no key was given            -> AUTH
     +-- UploadStopped                  the upload stopped before the end; resumable                  -> STOPPED
+        +-- DiskFull                   the checkpoint's disk is full: a clean stop, nothing lost
     +-- FetchStopped                   `fetch` stopped before the end (network, 5xx, 404); resumable -> STOPPED
     +-- FetchIncomplete                `fetch` finished, but fewer items than the API's totals       -> INCOMPLETE
 
@@ -84,3 +85,7 @@ class FetchStopped(BackfillError):
 
 class FetchIncomplete(BackfillError):
     exit_status = ExitStatus.INCOMPLETE
+
+
+class DiskFull(UploadStopped):
+    """The disk holding the checkpoint is full. Every committed change is intact; rerun once there is space."""

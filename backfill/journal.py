@@ -1,9 +1,14 @@
 """The import checkpoint: one SQLite database per import, holding the plan and every event's state.
 
 Durability: WAL journal, `synchronous=FULL`, and every state change is one transaction committed
-before the method returns, so an acknowledged change survives `kill -9` and power loss. The file is
-created atomically (built under a temporary name, then hard-linked into place), so a checkpoint
-path either does not exist or holds a complete, empty checkpoint.
+before the method returns, so an acknowledged change survives `kill -9` and power loss. After each
+transaction the WAL is checkpointed into the main file, so a checkpoint copied, or cleaned up,
+without its `-wal` file still holds every change but the one being made when the process died:
+losing that one can only make events uncertain, or leave unsent ones pending, never make sent
+events look new. The file is created atomically (built under a temporary name without WAL,
+verified, then hard-linked into place), so a checkpoint path either does not exist or holds a
+complete, empty checkpoint. A full disk is `DiskFull`: the transaction is rolled back, nothing
+committed is lost.
 
 Event life cycle (the uploader drives it; `begin_request` is written *before* the HTTP request):
 
@@ -22,6 +27,7 @@ no lock and changes nothing (for `status`-like commands while an upload runs).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,7 +42,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from backfill.errors import CheckpointError
+from backfill.errors import CheckpointError, DiskFull
 
 try:  # POSIX only; without it (Windows) the writer lock is skipped
     import fcntl
@@ -155,11 +161,16 @@ class Journal:
             "uid": uuid.uuid4().hex,
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+        _check_directory(path)
         _remove_database(tmp)
         try:
             conn = _connect(tmp, "rwc")
             try:
-                _configure(conn, tmp, read_only=False)
+                # A rollback journal while building: COMMIT puts everything in the file itself (and
+                # fails on a full disk), where a WAL would leave the rest to a checkpoint at close
+                # that fails silently. Journal.open switches the finished file to WAL.
+                conn.execute("PRAGMA journal_mode = DELETE")
+                conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA:
                     conn.execute(statement)
@@ -171,10 +182,19 @@ class Journal:
                 )
                 conn.execute("COMMIT")
             finally:
-                conn.close()  # last connection: checkpoints the WAL into the file and removes it
+                conn.close()
+            _verify_created(tmp, path)
             _publish(tmp, path)
         except sqlite3.Error as exc:
+            if _is_disk_full(exc):
+                raise DiskFull(f"cannot create checkpoint {path}: the disk is full; nothing was sent: "
+                               "free some space and rerun") from None
             raise CheckpointError(f"cannot create checkpoint {path}: {exc}") from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull(f"cannot create checkpoint {path}: the disk is full; nothing was sent: "
+                               "free some space and rerun") from None
+            raise CheckpointError(f"cannot create checkpoint {path}: {exc.strerror or exc}") from None
         finally:
             _remove_database(tmp)
         return cls.open(path)
@@ -240,16 +260,33 @@ class Journal:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed (and fsynced) before the block's caller proceeds."""
+        """One write transaction, committed (and fsynced) before the block's caller proceeds, then
+        checkpointed into the main file."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
-                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if _is_disk_full(exc):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise DiskFull(
+                    f"the disk holding the checkpoint {self._path} is full; nothing committed is lost: "
+                    f"free some space, then rerun the command (or backfill resume {self._path})"
+                ) from None
             raise
-        conn.execute("COMMIT")
+        # FULL waits (busy timeout) for a reader of an older snapshot, e.g. a `status` running now.
+        # A checkpoint that cannot finish (disk full, busy) leaves the change safe in the WAL.
+        try:
+            conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        except sqlite3.OperationalError:
+            pass
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -363,7 +400,10 @@ class Journal:
         - `updated`: pending events (never sent) take the new body, order and source;
         - `dropped`: pending events not in the new plan are removed;
         - `changed_after_sending`: events sent, rejected or uncertain whose new body differs; they
-          are never sent again, only counted so the user knows.
+          are never sent again, only counted so the user knows;
+        - `identical_to_sent`: events of the new plan, under another id, whose body is byte for byte
+          that of an event already sent, uncertain or in flight (a cosmetic edit of a sent row:
+          `success` -> `SUCCESS`): they are not planned, since sending them would store a copy.
         """
         rows = ((e.event_id, e.seq, e.body, e.source_file, e.source_row, e.timestamp) for e in events)
         with self._write() as conn:
@@ -375,6 +415,15 @@ class Journal:
             while chunk := list(islice(rows, ADD_CHUNK)):
                 conn.executemany("INSERT OR IGNORE INTO new_events VALUES (?, ?, ?, ?, ?, ?)", chunk)
             fresh = "state = 'pending' AND resent_after_uncertain = 0"
+            carried = f"SELECT {{}} FROM events WHERE NOT ({fresh}) AND state <> 'rejected'"
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS identical (event_id TEXT PRIMARY KEY) WITHOUT ROWID")
+            conn.execute("DELETE FROM identical")
+            identical = conn.execute(
+                "INSERT INTO identical SELECT event_id FROM new_events "
+                f"WHERE body IN ({carried.format('body')}) AND event_id NOT IN ({carried.format('event_id')})"
+            ).rowcount
+            conn.execute("DELETE FROM new_events WHERE event_id IN (SELECT event_id FROM identical)")
+            conn.execute(f"DELETE FROM events WHERE {fresh} AND event_id IN (SELECT event_id FROM identical)")
             changed = conn.execute(
                 "SELECT count(*) FROM events e JOIN new_events n USING (event_id) "
                 f"WHERE NOT ({fresh.replace('state', 'e.state').replace('resent', 'e.resent')}) AND e.body <> n.body"
@@ -396,7 +445,9 @@ class Journal:
                 "WHERE event_id NOT IN (SELECT event_id FROM events)"
             ).rowcount
             conn.execute("DELETE FROM new_events")
-        return {"added": added, "updated": updated, "dropped": dropped, "changed_after_sending": changed}
+            conn.execute("DELETE FROM identical")
+        return {"added": added, "updated": updated, "dropped": dropped, "changed_after_sending": changed,
+                "identical_to_sent": identical}
 
     def next_batch(self, size: int, *, include_uncertain: bool) -> list[PlannedEvent]:
         """The next `size` events to send, lowest seq first: pending ones, and uncertain ones
@@ -747,6 +798,11 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
 
 
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL if code is not None else "database or disk is full" in str(exc)
+
+
 def _check_identity(conn: sqlite3.Connection, path: Path) -> None:
     try:
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -794,6 +850,64 @@ def _lock(path: Path) -> int | None:
             raise CheckpointError(f"checkpoint {path} is in use by another devgrid-backfill process") from exc
         raise CheckpointError(f"cannot lock checkpoint {path}: {exc.strerror}") from exc
     return fd
+
+
+def _check_directory(path: Path) -> None:
+    """Refuse, before any work, a checkpoint that cannot be created where it is asked for."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CheckpointError(f"cannot create checkpoint {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CheckpointError(
+            f"cannot create checkpoint {path}: the directory {parent} is not writable (read-only or no permission); "
+            "give --checkpoint a path in a writable directory"
+        )
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Fail now, before planning, if the checkpoint at `path` could not be created or updated."""
+    path = Path(path)
+    if os.path.lexists(path):
+        if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent if str(path.parent) else ".", os.W_OK):
+            raise CheckpointError(
+                f"checkpoint {path} cannot be updated here (read-only file or directory); "
+                "copy it to a writable directory and resume from there, or use backfill status to read it"
+            )
+        return
+    _check_directory(path)
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        with open(probe, "xb") as handle:
+            handle.write(b"x")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(f"cannot create checkpoint {path}: the disk is full; free some space and rerun") from None
+        raise CheckpointError(
+            f"cannot create checkpoint {path}: {exc.strerror or exc} (read-only file system?); "
+            "give --checkpoint a path in a writable directory"
+        ) from None
+    finally:
+        try:
+            os.unlink(probe)
+        except OSError:
+            pass
+
+
+def _verify_created(tmp: Path, path: Path) -> None:
+    """The new file holds the whole schema and meta, on disk, before it is published."""
+    conn = _connect(tmp, "ro")
+    try:
+        _check_identity(conn, path)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "events", "requests", "runs"} <= tables or conn.execute("SELECT count(*) FROM meta").fetchone()[0] < 6:
+            raise CheckpointError(f"cannot create checkpoint {path}: the new file is incomplete")
+    finally:
+        conn.close()
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _publish(tmp: Path, path: Path) -> None:

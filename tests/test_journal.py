@@ -528,8 +528,29 @@ def test_replan_adds_updates_pending_drops_stale_and_counts_changed_sent_events(
         PlannedEvent("e2", 2, '{"v":2}', "f.csv", 4, "2023-01-01T00:00:00Z"),  # pending, same
         PlannedEvent("e9", 9, '{"v":9}', "f.csv", 11, "2023-01-01T00:00:00Z"),  # new
     ]  # e3 (pending) is no longer planned
-    assert journal.replan(new) == {"added": 1, "updated": 1, "dropped": 1, "changed_after_sending": 1}
+    assert journal.replan(new) == {"added": 1, "updated": 1, "dropped": 1, "changed_after_sending": 1,
+                                   "identical_to_sent": 0}
     bodies = {e.event_id: e.body for e in journal.next_batch(15, include_uncertain=True)}
     assert bodies == {"e1": '{"v":"fixed"}', "e2": '{"v":2}', "e9": '{"v":9}'}
     assert [e["body"] for e in journal.sent_events()] == ['{"v":0}']
+    journal.close()
+
+
+def test_replan_never_plans_again_a_body_identical_to_one_already_sent(tmp_path):
+    journal = Journal.create(tmp_path / "p.checkpoint", target="t", base_url="http://127.0.0.1:1", fingerprints={}, options={})
+    journal.add_events([PlannedEvent(f"e{i}", i, f'{{"v":{i}}}', "f.csv", i + 2, "2023-01-01T00:00:00Z") for i in range(4)])
+    req = journal.begin_request(["e0", "e1"], started_at=1.0)
+    journal.finish_request(req, finished_at=2.0, outcome="201", sent={"e0": "s0"}, uncertain=["e1"])
+    # A cosmetic edit of rows 2 and 3 (sent, uncertain) gives them new ids but the same bodies;
+    # pending e2 is edited into the body of sent e0.
+    new = [
+        PlannedEvent("x0", 0, '{"v":0}', "f.csv", 2, "2023-01-01T00:00:00Z"),
+        PlannedEvent("x1", 1, '{"v":1}', "f.csv", 3, "2023-01-01T00:00:00Z"),
+        PlannedEvent("e2", 2, '{"v":0}', "f.csv", 4, "2023-01-01T00:00:00Z"),
+        PlannedEvent("e3", 3, '{"v":3}', "f.csv", 5, "2023-01-01T00:00:00Z"),
+    ]
+    change = journal.replan(new)
+    assert change["identical_to_sent"] == 3 and change["added"] == 0
+    pending = [e.body for e in journal.next_batch(15, include_uncertain=False)]
+    assert pending == ['{"v":3}']
     journal.close()
