@@ -7,6 +7,7 @@ been processed (the events are uncertain).
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import email.utils
 import ipaddress
@@ -138,7 +139,7 @@ def check_proxy_environment(environ: Mapping[str, str] | None = None) -> None:
             raise UsageError(f"{name}={_shown_url(value)!r} is not a valid proxy URL; fix or unset {name}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(
-                f"{name}={_shown_url(value)!r}: only http:// and https:// proxies are supported; unset {name} or use one"
+                f"{name}={_shown_url(value)!r}: only an http:// or https:// proxy can be used; unset {name} or give one"
             )
 
 
@@ -205,6 +206,22 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = when.replace(tzinfo=datetime.timezone.utc)
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
+
+
+MAX_TIMEOUT = 3600.0
+
+
+def timeout_argument(text: str) -> float:
+    """--timeout for argparse `type=`: seconds for a whole request, more than 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {MAX_TIMEOUT:g}, e.g. 30, not {text!r}"
+        )
+    return value
 
 
 _HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")

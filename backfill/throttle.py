@@ -67,17 +67,29 @@ _RATE_RE = re.compile(
 )
 
 
+# Bounds of a rate limit given on the command line: beyond them the arithmetic (and the user) is lost.
+MAX_RATE_COUNT = 1_000_000
+MIN_RATE_PERIOD = 0.001
+MAX_RATE_PERIOD = 31 * 86400.0
+
+
 def parse_rate_limit(text: str) -> RateLimit:
     """Parse `N/PERIOD`: "100/min", "1500/hour", "20/0.5s", "10/30s", "5/2m", "3/sec"."""
     match = _RATE_RE.fullmatch(text)
     unit = _UNITS.get(match["unit"].lower()) if match else None
     if match is None or unit is None:
         raise UsageError(f"invalid rate limit {text!r}: expected N/PERIOD, e.g. 100/min, 1500/h or 20/0.5s")
-    count = int(match["count"])
+    digits = match["count"].lstrip("0") or "0"
+    count = int(digits) if len(digits) <= len(str(MAX_RATE_COUNT)) else MAX_RATE_COUNT + 1
     period = float(match["number"]) * unit if match["number"] else unit
     if count < 1 or not (math.isfinite(period) and period > 0):
         raise UsageError(
             f"invalid rate limit {text!r}: count and period must be positive, e.g. 100/min, 1500/h or 20/0.5s"
+        )
+    if count > MAX_RATE_COUNT or not MIN_RATE_PERIOD <= period <= MAX_RATE_PERIOD:
+        raise UsageError(
+            f"invalid rate limit {text!r}: at most {MAX_RATE_COUNT:,} requests, over 1 ms to 31 days, "
+            "e.g. 100/min, 1500/h or 20/0.5s"
         )
     return RateLimit(count, period)
 

@@ -7,6 +7,7 @@ rejected or uncertain - never lost, never silently sent twice.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import math
@@ -42,6 +43,20 @@ class UploadOptions:
     backoff_base: float = 1.0  # seconds; full jitter over base * 2**attempt
     backoff_cap: float = 300.0
     slowdown: float = 0.9  # each 429 scales the limiter's counts by this, down to SLOWDOWN_FLOOR
+
+
+MAX_RETRIES_LIMIT = 1000
+
+
+def retries_argument(text: str) -> int:
+    """--max-retries for argparse `type=`: a whole number from 0 to MAX_RETRIES_LIMIT."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_RETRIES_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_RETRIES_LIMIT}, e.g. 5, not {text!r}")
+    return value
 
 
 class Progress(Protocol):
