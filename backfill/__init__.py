@@ -18,6 +18,7 @@ starts without pandas.
 
 from __future__ import annotations
 
+from backfill import _startup  # noqa: F401  first: Ctrl-C while the command starts (see its docstring)
 import importlib
 from typing import TYPE_CHECKING, Any
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import Sequence
 
 import pandas as pd
@@ -16,6 +18,7 @@ from backfill.fetch import cli as fetch_cli
 from backfill.inputs import output_problem
 from backfill.mapping import load_mapping
 from backfill.normalize import parse_instant
+from backfill.redact import SECRETS
 from backfill.throttle import rate_limit_argument
 
 
@@ -251,8 +254,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = stdout
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (exit 130, the checkpoint intact)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _handle_signals() -> dict[int, object]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt from here on; returns the handlers to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    return previous
+
+
 def _run(argv: list[str]) -> int:
     show_traceback = "--traceback" in argv
+    previous: dict[int, object] = {}
+    try:
+        previous = _handle_signals()
+        return _dispatch(argv, show_traceback)
+    except KeyboardInterrupt as exc:  # before the dispatch, or while printing its error
+        return _interrupted(exc)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    print("Interrupted (SIGTERM)." if isinstance(exc, Terminated) else "Interrupted.", file=sys.stderr)
+    return int(ExitStatus.INTERRUPTED)
+
+
+def _dispatch(argv: list[str], show_traceback: bool) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -263,13 +301,12 @@ def _run(argv: list[str]) -> int:
             _check_plan_inputs(args)
         return int(args.handler(args))
     except BackfillError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(SECRETS(f"Error: {exc}"), file=sys.stderr)
         return int(exc.exit_status)
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return int(ExitStatus.INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except Exception as exc:  # a bug: one line unless --traceback
         if show_traceback:
             raise
-        print(f"Internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)", file=sys.stderr)
+        print(SECRETS(f"Internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)"), file=sys.stderr)
         return int(ExitStatus.ERROR)

@@ -85,7 +85,7 @@ class Outcome:
 
 def check_base_url(url: str, *, option: str = "--base-url") -> str:
     """The URL without a trailing slash; plain http only to loopback addresses, no credentials, a valid port."""
-    shown = _shown_url(url)
+    shown = shown_url(url)
     try:
         parts = urlsplit(url)
         port = parts.port  # ValueError for ":abc", ":70000"; urlsplit itself for "http://[::1"
@@ -109,7 +109,7 @@ def check_base_url(url: str, *, option: str = "--base-url") -> str:
     return url.rstrip("/")
 
 
-def _shown_url(url: str) -> str:
+def shown_url(url: str) -> str:
     """The URL as it may be printed: any user:password@ part replaced."""
     return re.sub(r"(?<=://)[^/?#]*@", "[credentials]@", url)
 
@@ -136,10 +136,10 @@ def check_proxy_environment(environ: Mapping[str, str] | None = None) -> None:
             parts = urlsplit(value if "://" in value else f"http://{value}")
             parts.port  # noqa: B018 - validates it
         except ValueError:
-            raise UsageError(f"{name}={_shown_url(value)!r} is not a valid proxy URL; fix or unset {name}") from None
+            raise UsageError(f"{name}={shown_url(value)!r} is not a valid proxy URL; fix or unset {name}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(
-                f"{name}={_shown_url(value)!r}: only an http:// or https:// proxy can be used; unset {name} or give one"
+                f"{name}={shown_url(value)!r}: only an http:// or https:// proxy can be used; unset {name} or give one"
             )
 
 
@@ -316,7 +316,7 @@ class EventsClient:
 
     @property
     def proxy_shown(self) -> str | None:
-        return None if self.proxy is None else _shown_url(self.proxy)
+        return None if self.proxy is None else shown_url(self.proxy)
 
     def close(self) -> None:
         if self._owns_client:

@@ -26,11 +26,21 @@ from typing import Any, Iterable, Iterator, Mapping as MappingType, Sequence
 
 import pandas as pd
 
-from backfill.client import TARGETS, EventsClient, check_api_key, check_base_url, read_secret
-from backfill.errors import AuthError, CheckpointError, StrictError, UsageError
+from backfill.client import (
+    MAX_TIMEOUT,
+    TARGETS,
+    EventsClient,
+    check_api_key,
+    check_base_url,
+    check_proxy_environment,
+    read_secret,
+    shown_url,
+)
+from backfill.errors import AuthError, BackfillError, CheckpointError, StrictError, UsageError
 from backfill.events import MAX_BATCH
 from backfill.inputs import check_outputs
-from backfill.journal import Journal, PlannedEvent
+from backfill.journal import Journal, PlannedEvent, check_writable
+from backfill.redact import SECRETS
 from backfill.ledger import Ledger, LedgeredJournal, LedgerMatches, SharedBudget, open_for
 from backfill.mapping import load_mapping
 from backfill.normalize import parse_instant
@@ -38,7 +48,16 @@ from backfill.plan import FILE, ROW, Plan, build_plan
 from backfill.shipped import resolve_mapping
 from backfill.summary import duration_text, first_payloads, plan_summary
 from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, parse_rate_limit
-from backfill.uploader import RESEND, SKIP, NullProgress, Progress, UploadOptions, Uploader, UploadResult
+from backfill.uploader import (
+    MAX_RETRIES_LIMIT,
+    RESEND,
+    SKIP,
+    NullProgress,
+    Progress,
+    UploadOptions,
+    Uploader,
+    UploadResult,
+)
 
 KEY_ENV = "DEVGRID_API_KEY"
 DEFAULT_MAX_RETRIES = 5
@@ -114,6 +133,10 @@ class UploadSettings:
             object.__setattr__(self, "rate_limits", limits or None)
         if self.on_uncertain not in (None, RESEND, SKIP):
             raise UsageError(f"on_uncertain: {self.on_uncertain!r} is neither {RESEND!r} nor {SKIP!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= MAX_RETRIES_LIMIT:
+            raise UsageError(f"max_retries: expected a whole number from 0 to {MAX_RETRIES_LIMIT}, got {self.max_retries!r}")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not 0 < self.timeout <= MAX_TIMEOUT:
+            raise UsageError(f"timeout: expected seconds above 0 and at most {MAX_TIMEOUT:g}, got {self.timeout!r}")
 
     @property
     def limits(self) -> tuple[RateLimit, ...]:
@@ -245,14 +268,33 @@ def write_request_bodies(plan: Plan, path: str | os.PathLike[str], batch_size: i
 # --------------------------------------------------------------------- secrets and targets
 
 
-def read_api_key(key_file: str | os.PathLike[str] | None = None) -> str:
-    """The key from `key_file` or $DEVGRID_API_KEY. Messages never contain it."""
-    return read_secret(KEY_ENV, str(key_file) if key_file else None, file_option="--api-key-file",
-                       header="x-api-key", kind="API key")
+def read_api_key(key_file: str | os.PathLike[str] | None = None, *, warn: Any = None) -> str:
+    """The key from `key_file` or $DEVGRID_API_KEY. Messages never contain it; from now on every
+    text the tool prints or stores has it redacted. `warn(text)` hears of a key file others can read."""
+    if key_file:
+        _check_key_file_mode(key_file, warn)
+    key = read_secret(KEY_ENV, str(key_file) if key_file else None, file_option="--api-key-file",
+                      header="x-api-key", kind="API key")
+    SECRETS.add(key)
+    return key
 
 
-def _key(api_key: str | None, api_key_file: Any) -> str:
-    return check_api_key(api_key) if api_key is not None else read_api_key(api_key_file)
+def _check_key_file_mode(key_file: Any, warn: Any) -> None:
+    try:
+        mode = os.stat(key_file).st_mode
+    except OSError:
+        return  # reading it says what is wrong
+    if mode & 0o077 and os.name == "posix":
+        text = (f"Warning: --api-key-file {key_file} can be read by other users (mode {mode & 0o777:o}); "
+                f"chmod 600 {key_file}")
+        (warn or log.warning)(text)
+
+
+def _key(api_key: str | None, api_key_file: Any, reporter: Reporter | None = None) -> str:
+    if api_key is not None:
+        SECRETS.add(check_api_key(api_key))
+        return api_key
+    return read_api_key(api_key_file, warn=reporter.error if reporter is not None else None)
 
 
 def resolve_target(target: str | None, base_url: str | None) -> tuple[str, str]:
@@ -453,9 +495,11 @@ def import_events(
     reporter = reporter or Reporter()
     inputs = [str(p) for p in inputs]
     target, base_url = resolve_target(target, base_url)
-    key = _key(api_key, api_key_file)
+    check_proxy_environment()
+    key = _key(api_key, api_key_file, reporter)
     mapping = str(resolve_mapping(mapping))
     checkpoint = str(checkpoint) if checkpoint else default_checkpoint(inputs, mapping)
+    check_writable(checkpoint)  # before planning: a read-only place is said at once
     prints = fingerprints(inputs, mapping)
     recorded_options = plan_options(options, settings)
     book = _open_ledger(base_url, key, ledger)
@@ -483,6 +527,15 @@ def import_events(
                     f"{checkpoint} belongs to an import to {recorded[0]} ({recorded[1]}), not {target} ({base_url}); "
                     "use another --checkpoint for another target"
                 )
+            missing = [name for name in (key.split(":", 1)[1] for key in journal.fingerprints)
+                       if name in map(os.path.abspath, [*inputs, mapping]) and not os.path.exists(name)]
+            if missing:
+                journal.close()
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise CheckpointError(
+                    f"{missing[0]}: the file is missing (deleted or moved){more}; restore it, or continue from "
+                    f"the plan stored in the checkpoint: backfill resume {checkpoint}"
+                )
             changes = describe_changes(journal.fingerprints, prints, journal.options, recorded_options)
             if changes and not replan:
                 journal.close()
@@ -506,6 +559,11 @@ def import_events(
                     f"Replanned: {change['added']} new events, {change['updated']} pending events updated, "
                     f"{change['dropped']} pending events no longer planned dropped"
                 )
+                if change.get("identical_to_sent"):
+                    reporter.info(
+                        f"Note: {change['identical_to_sent']} events of the new plan are identical to events already "
+                        "sent (or uncertain); they are not sent again"
+                    )
                 if change["changed_after_sending"]:
                     reporter.info(
                         f"Note: {change['changed_after_sending']} events already sent (or rejected, or uncertain) differ "
@@ -548,10 +606,12 @@ def resume(
     `settings.rate_limits`, `on_uncertain`, `max_retries` and `timeout` override; batch size is as recorded."""
     settings = settings or UploadSettings()
     reporter = reporter or Reporter()
+    check_proxy_environment()
     journal = Journal.open(checkpoint)
     try:
-        key = _key(api_key, api_key_file)
-    except AuthError:
+        check_base_url(journal.base_url)  # a checkpoint made before URLs were checked this closely
+        key = _key(api_key, api_key_file, reporter)
+    except BackfillError:
         journal.close()
         raise
     if not journal.plan_complete:
@@ -596,6 +656,9 @@ def _upload(plain: Journal, api_key: str, settings: UploadSettings, options: dic
         reporter.info(f"{journal.recovered_in_flight} events were in flight when the last run stopped: they are uncertain "
                       f"and will be {'resent (possibly duplicated)' if upload_options.on_uncertain == RESEND else 'skipped (possibly missing)'}")
     client = EventsClient(journal.base_url, api_key, timeout=settings.timeout)
+    if client.proxy_shown:
+        reporter.error(f"Using the https proxy {client.proxy_shown} (from the environment) for {journal.base_url}; "
+                       "the key travels inside the TLS tunnel")
     uploader = Uploader(journal, client, throttle, upload_options, budget=SharedBudget(book))
     remaining = journal.counts()
     pending = remaining["pending"] + (remaining["uncertain"] if upload_options.on_uncertain == RESEND else 0)
@@ -624,7 +687,12 @@ def _upload(plain: Journal, api_key: str, settings: UploadSettings, options: dic
         if close is not None:
             close()
         client.close()
-        journal.end_run(run_id, time.time(), outcome[:500])
+        try:
+            journal.end_run(run_id, time.time(), SECRETS(outcome)[:500])
+        except BackfillError as exc:  # a full disk: the run stays "interrupted"; say it, keep the first error
+            reporter.error(f"Note: the end of this run could not be recorded ({exc})")
+            if outcome == "finished":
+                raise
         if journal.sent_meanwhile:
             reporter.info(f"{journal.sent_meanwhile} events were sent by another import to this target while this one "
                           "ran (the ledger said so): not sent from here")
@@ -672,7 +740,8 @@ def status_document(journal: Journal) -> dict[str, Any]:
     return {
         "checkpoint": str(journal.path),
         "target": journal.target,
-        "base_url": journal.base_url,
+        "base_url": shown_url(journal.base_url),
+        "plan_complete": journal.plan_complete,
         **counts,
         "started_at": _iso(activity["created_at"]),
         "first_request_at": _iso(activity["first_request_at"]),
@@ -700,11 +769,13 @@ def status(
 ) -> Status:
     """Read a checkpoint (read-only): counts, uncertain events, runs. `rejected_out` writes the rejected
     events with source and reason, `sent_out` each sent event's source row and server id (JSON Lines)."""
+    if os.environ.get(KEY_ENV, "").strip():  # so that a key an older version stored is not shown
+        SECRETS.add(os.environ[KEY_ENV].strip())
     journal = Journal.open(checkpoint, read_only=True)
     with journal:
-        result = Status(status_document(journal))
+        result = Status(SECRETS.value(status_document(journal)))
         if rejected_out:
-            result.rejected_written = _write_lines(rejected_out, (dict(e) for e in journal.rejected_events()))
+            result.rejected_written = _write_lines(rejected_out, (SECRETS.value(dict(e)) for e in journal.rejected_events()))
         if sent_out:
             rows = ({k: e[k] for k in ("event_id", "source_file", "source_row", "server_id")} for e in journal.sent_events())
             result.sent_written = _write_lines(sent_out, rows)

@@ -63,6 +63,12 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024  # truncate the WAL back to this after checkpo
 # Option names that look like a credential; options are stored in clear, so these are refused.
 _SECRET_OPTION = re.compile(r"api[_-]?key|token|secret|password|passwd", re.IGNORECASE)
 
+_UNCERTAIN_SENDS_TABLE = """CREATE TABLE IF NOT EXISTS uncertain_sends (
+        event_id TEXT PRIMARY KEY,          -- an event that became uncertain
+        n        INTEGER NOT NULL           -- how many of its sends ended uncertain
+    ) WITHOUT ROWID"""
+
+
 _SCHEMA = (
     """CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
@@ -98,6 +104,7 @@ _SCHEMA = (
         n_events    INTEGER NOT NULL
     )""",
     "CREATE INDEX requests_by_start ON requests (started_at)",
+    _UNCERTAIN_SENDS_TABLE,
     """CREATE TABLE runs (
         run_id       INTEGER PRIMARY KEY,
         started_at   REAL NOT NULL,
@@ -209,6 +216,8 @@ class Journal:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"checkpoint not found: {path}")
+        if read_only and not _can_write_beside(path):
+            return cls._open_immutable(path)
         try:
             conn = _connect(path, "rw")
         except sqlite3.Error as exc:
@@ -229,6 +238,24 @@ class Journal:
             raise
         return journal
 
+    @classmethod
+    def _open_immutable(cls, path: Path) -> Journal:
+        """A checkpoint on read-only media (a CD, a read-only mount or directory): SQLite cannot make
+        the -shm file WAL readers need, but nothing can change the file either, so it is read as
+        immutable. (A -wal left beside it is not read; checkpoints are folded into the main file
+        after every change, so at most the change a killed process was making is not seen.)"""
+        try:
+            conn = _connect(path, "ro", immutable=True)
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"cannot open checkpoint {path}: {exc}") from exc
+        try:
+            _check_identity(conn, path)
+            conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, None, True)
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -248,9 +275,9 @@ class Journal:
 
     def _recover(self) -> None:
         with self._write() as conn:
-            self.recovered_in_flight = conn.execute(
-                "UPDATE events SET state = 'uncertain' WHERE state = 'in_flight'"
-            ).rowcount
+            conn.execute(_UNCERTAIN_SENDS_TABLE)  # checkpoints made before the table existed get it here
+            in_flight = [row[0] for row in conn.execute("SELECT event_id FROM events WHERE state = 'in_flight'")]
+            self.recovered_in_flight = _become_uncertain(conn, in_flight, "state = 'in_flight'", ())
             conn.execute(
                 "UPDATE requests SET outcome = 'interrupted' WHERE finished_at IS NULL AND outcome IS NULL"
             )
@@ -536,12 +563,12 @@ class Journal:
                 f"UPDATE events SET state = 'rejected', reason = ?, server_id = NULL WHERE event_id = ? AND {mine}",
                 [(reason, event_id, request_no) for event_id, reason in rejected.items()],
             )
-            for state, ids in (("uncertain", uncertain), ("pending", pending)):
-                conn.executemany(
-                    f"UPDATE events SET state = '{state}' WHERE event_id = ? AND {mine}",
-                    [(event_id, request_no) for event_id in ids],
-                )
-            if conn.total_changes - before != len(named):
+            conn.executemany(
+                f"UPDATE events SET state = 'pending' WHERE event_id = ? AND {mine}",
+                [(event_id, request_no) for event_id in pending],
+            )
+            changed = conn.total_changes - before + _become_uncertain(conn, uncertain, mine, (request_no,))
+            if changed != len(named):
                 conn.execute("ROLLBACK")  # first, so that the message describes the events as they were
                 problem = self._unexpected(conn, named, mine, (request_no,))
                 raise ValueError(f"request {request_no} did not carry these events: {problem}")
@@ -611,15 +638,20 @@ class Journal:
 
         status: "duplicated" (uncertain, then sent again), "missing" (uncertain and skipped),
         "possibly stored" (uncertain, then rejected when resent), "unresolved" (uncertain and not
-        resent yet, or resent without a final answer).
+        resent yet, or resent without a final answer). `copies_at_most`: how many copies the server
+        may hold (each send that ended uncertain, plus the acknowledged one).
         """
+        has_counts = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'uncertain_sends'"
+        ).fetchone()[0]
+        sends = "COALESCE((SELECT n FROM uncertain_sends u WHERE u.event_id = events.event_id), 1)" if has_counts else "1"
         rows = self._conn.execute(
-            "SELECT event_id, source_file, source_row, timestamp, state, skipped_uncertain FROM events "
+            f"SELECT event_id, source_file, source_row, timestamp, state, skipped_uncertain, {sends} FROM events "
             "WHERE rowid IN (SELECT rowid FROM events WHERE state = 'uncertain' "
             "UNION ALL SELECT rowid FROM events WHERE resent_after_uncertain = 1) ORDER BY seq, rowid"
         )
         result = []
-        for event_id, source_file, source_row, timestamp, state, skipped in rows:
+        for event_id, source_file, source_row, timestamp, state, skipped, uncertain_sends in rows:
             if skipped:
                 status = "missing"
             elif state == "sent":
@@ -636,6 +668,7 @@ class Journal:
                     "timestamp": timestamp,
                     "state": state,
                     "status": status,
+                    "copies_at_most": int(uncertain_sends) + (state == "sent"),
                 }
             )
         return result
@@ -790,12 +823,43 @@ class Journal:
 # --------------------------------------------------------------------- helpers
 
 
-def _connect(path: Path, mode: str) -> sqlite3.Connection:
+def _can_write_beside(path: Path) -> bool:
+    """Whether SQLite can create its -shm (and -wal) files beside the checkpoint."""
+    parent = path.parent if str(path.parent) else Path(".")
+    shm = Path(f"{path}-shm")
+    if shm.exists():
+        return os.access(shm, os.R_OK | os.W_OK)
+    return os.access(parent, os.W_OK | os.X_OK) and not _read_only_mount(parent)
+
+
+def _read_only_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def _connect(path: Path, mode: str, *, immutable: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit); `mode` "rw" never creates a file."""
-    uri = f"{path.resolve().as_uri()}?mode={mode}"
+    uri = f"{path.resolve().as_uri()}?mode={mode}{'&immutable=1' if immutable else ''}"
     # One thread at a time uses a journal, but not always the one that opened it (an HTTP request
     # runs on a worker thread, and a test's fake server may look at the journal from there).
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+
+
+def _become_uncertain(conn: sqlite3.Connection, ids: Sequence[str], condition: str, params: tuple[Any, ...]) -> int:
+    """The one transition to 'uncertain' (an answer that settled nothing, or a death mid-request):
+    the events' state, and the count of their sends that may each have stored a copy."""
+    changed = 0
+    for event_id in ids:
+        cursor = conn.execute(f"UPDATE events SET state = 'uncertain' WHERE event_id = ? AND {condition}", (event_id, *params))
+        if cursor.rowcount:
+            changed += cursor.rowcount
+            conn.execute(
+                "INSERT INTO uncertain_sends (event_id, n) VALUES (?, 1) ON CONFLICT (event_id) DO UPDATE SET n = n + 1",
+                (event_id,),
+            )
+    return changed
 
 
 def _is_disk_full(exc: sqlite3.Error) -> bool:

@@ -320,8 +320,9 @@ def test_uncertain_events_resent_or_skipped(journal: Journal) -> None:
         (IDS[1], "pending", "unresolved"),
         (IDS[2], "uncertain", "missing"),
     ]
-    keys = {"event_id", "source_file", "source_row", "timestamp", "state", "status"}
+    keys = {"event_id", "source_file", "source_row", "timestamp", "state", "status", "copies_at_most"}
     assert set(journal.uncertain_events()[0]) == keys
+    assert [e["copies_at_most"] for e in journal.uncertain_events()] == [2, 1, 1]
     r3 = journal.begin_request(IDS[1:2], 6.0)  # the 429'd one goes again, still flagged
     journal.finish_request(r3, finished_at=7.0, outcome="201", sent={IDS[1]: "srv-1"})
     assert journal.counts()["possibly_duplicated"] == 2
@@ -554,3 +555,21 @@ def test_replan_never_plans_again_a_body_identical_to_one_already_sent(tmp_path)
     pending = [e.body for e in journal.next_batch(15, include_uncertain=False)]
     assert pending == ['{"v":3}']
     journal.close()
+
+
+def test_copies_count_every_send_that_ended_uncertain(tmp_path: Path) -> None:
+    path = tmp_path / "c.checkpoint"
+    with Journal.create(path, target="t", base_url="http://127.0.0.1:1", fingerprints={}, options={}) as journal:
+        journal.add_events(events(1))
+        for attempt in range(3):
+            request = journal.begin_request(IDS[:1], float(attempt))
+            journal.finish_request(request, finished_at=attempt + 0.5, outcome="500", uncertain=IDS[:1])
+        [event] = journal.uncertain_events()
+        assert (event["status"], event["copies_at_most"]) == ("unresolved", 3)
+        journal.begin_request(IDS[:1], 9.0)  # and the process dies with it in flight
+    with Journal.open(path) as journal:
+        assert journal.recovered_in_flight == 1
+        request = journal.begin_request(IDS[:1], 10.0)
+        journal.finish_request(request, finished_at=11.0, outcome="201", sent={IDS[0]: "s"})
+        [event] = journal.uncertain_events()
+        assert (event["status"], event["copies_at_most"]) == ("duplicated", 5)
