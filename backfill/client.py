@@ -176,10 +176,13 @@ def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> str | None:
 
 def _tls_verification() -> ssl.SSLContext | bool:
     """What httpx's trust_env would have read for TLS: SSL_CERT_FILE or SSL_CERT_DIR, else its defaults."""
-    if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    for name, option in (("SSL_CERT_FILE", "cafile"), ("SSL_CERT_DIR", "capath")):
+        value = os.environ.get(name)
+        if value:
+            try:
+                return ssl.create_default_context(**{option: value})
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise UsageError(f"{name}={value!r}: cannot load certificates from it ({exc}); fix or unset {name}") from None
     return True
 
 

@@ -6,23 +6,14 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from e2e_helpers import ROOT, Processes, content, preview_bodies, status, write_release_log
+from test_e2e_sandbox import procs  # noqa: F401  (the fixture)
 
 RELEASE_LOG = ROOT / "mappings" / "release-log.yaml"
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.close()
 
 
 def import_args(inputs: list[Path], url: str, checkpoint: Path, *extra: str) -> list[str]:
