@@ -12,13 +12,13 @@ import sys
 from typing import Any, Callable
 
 from backfill import importer
-from backfill.client import TARGETS
+from backfill.client import TARGETS, timeout_argument
 from backfill.errors import ExitStatus, UsageError
 from backfill.importer import KEY_ENV, PlanOptions, Reporter, UploadSettings
 from backfill.journal import Journal
 from backfill.summary import duration_text
 from backfill.throttle import Throttle, rate_limit_argument
-from backfill.uploader import RESEND, SKIP, Uploader
+from backfill.uploader import RESEND, SKIP, Uploader, retries_argument
 
 
 def plan_options_from(args: argparse.Namespace) -> PlanOptions:
@@ -58,9 +58,10 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-uncertain", choices=(RESEND, SKIP), default=None,
                         help="events that may or may not have reached the server: resend them (default; "
                              "reported as possibly duplicated) or skip them (reported as possibly missing)")
-    parser.add_argument("--max-retries", type=int, default=5, metavar="N",
+    parser.add_argument("--max-retries", type=retries_argument, default=5, metavar="N",
                         help="failed attempts in a row (5xx, network) before stopping, resumable (default 5)")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default 30)")
+    parser.add_argument("--timeout", type=timeout_argument, default=30.0, metavar="SECONDS",
+                        help="for a whole request, answer included (default 30)")
 
 
 def add_commands(commands: Any, plan_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -212,10 +213,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"Requests {doc['requests']}; started {doc['started_at']}, last activity {doc['last_activity_at']}")
     for name, n in doc["sent_elsewhere"].items():
         print(f"Left out, sent by another import ({name}): {n}")
+    if not doc["plan_complete"]:
+        print("The plan is incomplete: a run stopped while storing it. Rerun the original import command to finish "
+              "planning (events already sent stay sent).")
     if doc["possibly_duplicated"] or doc["possibly_missing"]:
         print(f"Possibly duplicated: {doc['possibly_duplicated']}; possibly missing: {doc['possibly_missing']}")
     for event in doc["uncertain_events"][:50]:
-        print(f"  {event['status']}: {event['source_file']} row {event['source_row']} ({event['timestamp']}, id {event['event_id']})")
+        copies = f"; up to {event['copies_at_most']} copies" if event.get("copies_at_most", 1) > 1 else ""
+        print(f"  {event['status']}: {event['source_file']} row {event['source_row']} ({event['timestamp']}, id {event['event_id']}{copies})")
     if len(doc["uncertain_events"]) > 50:
         print(f"  ... {len(doc['uncertain_events']) - 50} more (status --json lists all)")
     for run in doc["runs"][-5:]:
