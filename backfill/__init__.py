@@ -16,9 +16,8 @@ command line would use. The names below load on first use, so that `python -m ba
 starts without pandas.
 """
 
-from __future__ import annotations
+from backfill import _startup  # noqa: F401, I001  first of all: Ctrl-C while the command starts (see its docstring)
 
-from backfill import _startup  # noqa: F401  first: Ctrl-C while the command starts (see its docstring)
 import importlib
 from typing import TYPE_CHECKING, Any
 

@@ -1,14 +1,12 @@
 """Ctrl-C and SIGTERM while the `backfill` command is still starting (importing pandas takes a while):
 either one ends it at once, exit 130 and one line, never a traceback. `backfill/__init__.py` calls
 `handle_signals_while_starting` first thing when the process is the command, never for a program
-that imports the library; `backfill.cli.main` then installs its own handling."""
-
-from __future__ import annotations
+that imports the library; `backfill.cli.main` then installs its own handling. It imports nothing
+that Python has not loaded already but `signal`: each import here is time when Ctrl-C is Python's."""
 
 import os
 import signal
 import sys
-import threading
 
 
 def _interrupted_while_starting(signum: int, frame: object) -> None:
@@ -18,9 +16,11 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
 
 
 def handle_signals_while_starting() -> None:
-    if threading.current_thread() is threading.main_thread():
+    try:
         signal.signal(signal.SIGINT, _interrupted_while_starting)
         signal.signal(signal.SIGTERM, _interrupted_while_starting)
+    except ValueError:  # not the main thread: the embedding program owns the signals
+        pass
 
 
 def starting_as_the_command(argv: list[str], orig_argv: list[str]) -> bool:

@@ -607,6 +607,8 @@ def resume(
     settings = settings or UploadSettings()
     reporter = reporter or Reporter()
     check_proxy_environment()
+    if os.path.exists(checkpoint):
+        check_writable(checkpoint)  # a checkpoint on read-only media: say so (status can read it)
     journal = Journal.open(checkpoint)
     try:
         check_base_url(journal.base_url)  # a checkpoint made before URLs were checked this closely

@@ -209,11 +209,13 @@ def test_on_uncertain_skip_never_stores_twice_and_reports_what_may_be_missing(
     planned = {build_of(e): content(e) for e in flatten(preview_bodies([csv], RELEASE_LOG, [], tmp_path))}
     unknown = {b for b, c in planned.items() if PAYMENTS in c}
     assert len(planned) == 300 and unknown
-    # The sandbox allows one request less than the client per 0.6 s: the first run's 9th request
-    # (its first 8 meet no fault) is answered 429. Faults follow, and kills after the 10th request.
+    # The sandbox allows fewer requests than the client per 0.6 s: the first run's 5th request (its
+    # first 8 valid ones meet no fault) is answered 429 if the client sends 5 within 0.6 s, which a
+    # loaded machine does too (each request costs two fsynced, checkpointed transactions).
+    # Faults follow, and kills after the 10th request.
     box = procs.sandbox(
         "--fail-rate", str(fail), "--drop-rate", str(drop), "--latency", "0.005", "--seed", str(seed),
-        "--entities", WEB, "--rate-limit", "8/0.6s",
+        "--entities", WEB, "--rate-limit", "4/0.6s",
     )  # fmt: skip
     checkpoint = tmp_path / "import.checkpoint"
     args = import_args(
