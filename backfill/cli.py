@@ -275,6 +275,7 @@ def _handle_signals() -> dict[int, object]:
 def _run(argv: list[str]) -> int:
     show_traceback = "--traceback" in argv
     previous: dict[int, object] = {}
+    SECRETS.clear()  # a command knows the secrets it reads (a program may run several)
     try:
         previous = _handle_signals()
         return _dispatch(argv, show_traceback)

@@ -268,33 +268,33 @@ def write_request_bodies(plan: Plan, path: str | os.PathLike[str], batch_size: i
 # --------------------------------------------------------------------- secrets and targets
 
 
-def read_api_key(key_file: str | os.PathLike[str] | None = None, *, warn: Any = None) -> str:
+def read_api_key(key_file: str | os.PathLike[str] | None = None) -> str:
     """The key from `key_file` or $DEVGRID_API_KEY. Messages never contain it; from now on every
-    text the tool prints or stores has it redacted. `warn(text)` hears of a key file others can read."""
-    if key_file:
-        _check_key_file_mode(key_file, warn)
+    text the tool prints or stores has it redacted."""
     key = read_secret(KEY_ENV, str(key_file) if key_file else None, file_option="--api-key-file",
                       header="x-api-key", kind="API key")
     SECRETS.add(key)
     return key
 
 
-def _check_key_file_mode(key_file: Any, warn: Any) -> None:
+def key_file_warning(key_file: Any) -> list[str]:
+    """A warning when the key file can be read by other users (said when the upload starts)."""
+    if not key_file or os.name != "posix":
+        return []
     try:
         mode = os.stat(key_file).st_mode
     except OSError:
-        return  # reading it says what is wrong
-    if mode & 0o077 and os.name == "posix":
-        text = (f"Warning: --api-key-file {key_file} can be read by other users (mode {mode & 0o777:o}); "
-                f"chmod 600 {key_file}")
-        (warn or log.warning)(text)
+        return []  # reading it says what is wrong
+    if not mode & 0o077:
+        return []
+    return [f"Warning: --api-key-file {key_file} can be read by other users (mode {mode & 0o777:o}); chmod 600 {key_file}"]
 
 
-def _key(api_key: str | None, api_key_file: Any, reporter: Reporter | None = None) -> str:
+def _key(api_key: str | None, api_key_file: Any) -> str:
     if api_key is not None:
         SECRETS.add(check_api_key(api_key))
         return api_key
-    return read_api_key(api_key_file, warn=reporter.error if reporter is not None else None)
+    return read_api_key(api_key_file)
 
 
 def resolve_target(target: str | None, base_url: str | None) -> tuple[str, str]:
@@ -496,7 +496,7 @@ def import_events(
     inputs = [str(p) for p in inputs]
     target, base_url = resolve_target(target, base_url)
     check_proxy_environment()
-    key = _key(api_key, api_key_file, reporter)
+    key = _key(api_key, api_key_file)
     mapping = str(resolve_mapping(mapping))
     checkpoint = str(checkpoint) if checkpoint else default_checkpoint(inputs, mapping)
     check_writable(checkpoint)  # before planning: a read-only place is said at once
@@ -589,7 +589,7 @@ def import_events(
                 journal.forget_elsewhere([], matches.checkpoints)
             journal.set_invalid_count(len(new_plan.report.invalid))
         return ImportResult(checkpoint, _upload(journal, key, settings, recorded_options, "import", reporter, book,
-                                                resend_sent))
+                                                resend_sent, notes=key_file_warning(api_key_file)))
 
 
 def resume(
@@ -612,7 +612,7 @@ def resume(
     journal = Journal.open(checkpoint)
     try:
         check_base_url(journal.base_url)  # a checkpoint made before URLs were checked this closely
-        key = _key(api_key, api_key_file, reporter)
+        key = _key(api_key, api_key_file)
     except BackfillError:
         journal.close()
         raise
@@ -629,13 +629,16 @@ def resume(
         journal.close()
         raise
     try:
-        return ImportResult(str(checkpoint), _upload(journal, key, settings, options, "resume", reporter, book))
+        return ImportResult(str(checkpoint), _upload(journal, key, settings, options, "resume", reporter, book,
+                                                     notes=key_file_warning(api_key_file)))
     finally:
         book.close()
 
 
 def _upload(plain: Journal, api_key: str, settings: UploadSettings, options: dict, command: str,
-            reporter: Reporter, book: Ledger, resend_sent: bool = False) -> UploadResult:
+            reporter: Reporter, book: Ledger, resend_sent: bool = False, *, notes: Sequence[str] = ()) -> UploadResult:
+    for note in notes:
+        reporter.error(note)
     try:
         journal: Any = LedgeredJournal(plain, book, resend_sent=resend_sent)
     except BaseException:

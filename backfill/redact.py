@@ -15,15 +15,23 @@ MARK = "[redacted]"
 MAX_DEPTH = 64
 
 
+# Shorter texts are not taken for secrets: replacing every "k" would garble messages, and no real
+# key is that short (the API's are dozens of characters).
+MIN_SECRET = 4
+
+
 class Redactor:
     def __init__(self) -> None:
         self._secrets: list[str] = []
 
     def add(self, secret: str) -> None:
         for form in (secret, quote(secret, safe="")):
-            if form and form not in self._secrets:
+            if len(form) >= MIN_SECRET and form not in self._secrets:
                 self._secrets.append(form)
         self._secrets.sort(key=len, reverse=True)  # the longest first: a form may contain another
+
+    def clear(self) -> None:
+        self._secrets.clear()
 
     def __call__(self, text: str) -> str:
         return redact_text(text, self._secrets)

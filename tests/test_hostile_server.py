@@ -219,3 +219,18 @@ def test_gzip_bodies_are_decoded_within_the_cap() -> None:
     out = decode(bomb, 1024)
     assert len(out) == 1024
     assert isinstance(Uploader, type)
+
+
+def test_short_texts_are_not_taken_for_secrets_and_a_command_forgets_the_last_ones_key() -> None:
+    from backfill.cli import main
+    from backfill.redact import SECRETS, Redactor
+
+    redactor = Redactor()
+    redactor.add("k")
+    assert redactor("no API key") == "no API key"
+    redactor.add("abcd/")
+    assert redactor("xabcd/x and xabcd%2Fx") == "x[redacted]x and x[redacted]x"
+    SECRETS.add("check")
+    assert SECRETS("check") == "[redacted]"
+    main(["check-mapping", "/nonexistent.yaml"])
+    assert SECRETS("check") == "check"
