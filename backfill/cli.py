@@ -12,6 +12,7 @@ from typing import Sequence
 import pandas as pd
 
 from backfill import __version__, importer, ledger_cli, sandbox, shipped, upload_cli
+from backfill.display import line as display_line, printable
 from backfill.errors import BackfillError, ExitStatus, UsageError
 from backfill.events import MAX_BATCH
 from backfill.fetch import cli as fetch_cli
@@ -219,6 +220,7 @@ class _PipeSafe:
         self._stream = stream
 
     def write(self, text: str) -> int:
+        text = printable(text, layout=True)  # nothing from input data reaches the terminal raw
         try:
             return self._stream.write(text)
         except BrokenPipeError:
@@ -302,12 +304,12 @@ def _dispatch(argv: list[str], show_traceback: bool) -> int:
             _check_plan_inputs(args)
         return int(args.handler(args))
     except BackfillError as exc:
-        print(SECRETS(f"Error: {exc}"), file=sys.stderr)
+        print(SECRETS(f"Error: {display_line(exc, 1000)}"), file=sys.stderr)
         return int(exc.exit_status)
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
     except Exception as exc:  # a bug: one line unless --traceback
         if show_traceback:
             raise
-        print(SECRETS(f"Internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)"), file=sys.stderr)
+        print(SECRETS(f"Internal error: {type(exc).__name__}: {display_line(exc, 1000)} (rerun with --traceback and report it)"), file=sys.stderr)
         return int(ExitStatus.ERROR)

@@ -234,16 +234,13 @@ def _rule(node: yaml.Node, err: _Err, key: str, *, is_time: bool) -> FieldRule:
             parts["sources"] = _str_list(vnode, err, f"{key}.from")
         elif name == "lookup":
             parts["lookup"] = {}
-            for lname, _, lvnode in _pairs(vnode, err, f"{key}.lookup"):
-                out = _scalar(lvnode, err, f"{key}.lookup.{lname}")
-                if out is None or out == "":
-                    raise err(lvnode, f"{key}.lookup.{lname}: empty output value")
-                parts["lookup"][lname] = out
+            for lname, lknode, lvnode in _pairs(vnode, err, f"{key}.lookup"):
+                source = lname.strip()  # compared with stripped source values
+                if source in parts["lookup"]:
+                    raise err(lknode, f"{key}.lookup: {source!r} given twice (keys are compared stripped)")
+                parts["lookup"][source] = _constant(lvnode, err, f"{key}.lookup.{lname}", "empty output value")
         else:
-            value = _scalar(vnode, err, f"{key}.{name}")
-            if value is None or value == "":
-                raise err(vnode, f"{key}.{name}: empty value")
-            parts[name] = value
+            parts[name] = _constant(vnode, err, f"{key}.{name}", "empty value")
     given = [k for k in ("sources", "value", "template") if k in parts]
     if len(given) != 1:
         names = {"sources": "from", "value": "value", "template": "template"}
@@ -258,6 +255,14 @@ def _rule(node: yaml.Node, err: _Err, key: str, *, is_time: bool) -> FieldRule:
             raise err(node, f"{key}.template: no {{field}} placeholder; use value: for a constant")
         if any(not n or "[" in n or "!" in n for n in names):
             raise err(node, f"{key}.template: placeholders must be plain field names like {{build}}")
+        for _, field_name, spec, conversion in string.Formatter().parse(parts["template"]):
+            if field_name is not None and (spec or conversion):
+                written = "{" + field_name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                raise err(
+                    node,
+                    f"{key}.template: {written}: format specs and conversions are not supported; placeholders are "
+                    f"plain field names like {{{field_name}}} (values are sent as the text they are)",
+                )
     if parts.get("unit") and parts["unit"] not in UNITS:
         raise err(node, f"{key}.unit: must be s or ms, not {parts['unit']!r}")
     if parts.get("unit") and parts.get("format"):
@@ -267,6 +272,16 @@ def _rule(node: yaml.Node, err: _Err, key: str, *, is_time: bool) -> FieldRule:
     if parts.get("format"):
         _strptime_format(parts["format"], err, node, f"{key}.format")
     return FieldRule(key=key, line=line, **parts)
+
+
+def _constant(node: yaml.Node, err: _Err, key: str, empty: str) -> str:
+    """A value written in the mapping, stripped like the source's values: blanks alone are empty."""
+    value = _scalar(node, err, key)
+    if value is None or not value.strip():
+        raise err(node, f"{key}: {empty}" + (" (only blanks)" if value else ""))
+    if _control(value):
+        raise err(node, f"{key}: {value!r} holds a control character")
+    return value.strip()
 
 
 def _strptime_format(fmt: str, err: _Err, node: yaml.Node, key: str) -> None:
@@ -491,11 +506,12 @@ def _filter(node: yaml.Node, err: _Err) -> FilterRule:
             raise err(vnode, "filter.matches: empty pattern")
         _regex(pattern, err, vnode, "filter.matches")
         return FilterRule(name, op, (pattern,), line)
+    # compared with stripped source values, so stripped too (blanks alone are "", the empty value)
     if isinstance(vnode, yaml.SequenceNode):
-        values = tuple("" if v is None else v for v in (_scalar(i, err, f"filter.{op}") for i in vnode.value))
+        values = tuple("" if v is None else v.strip() for v in (_scalar(i, err, f"filter.{op}") for i in vnode.value))
     else:
         single = _scalar(vnode, err, f"filter.{op}")
-        values = ("" if single is None else single,)
+        values = ("" if single is None else single.strip(),)
     return FilterRule(name, op, values, line)
 
 

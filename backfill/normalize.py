@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from backfill.display import cut
 from backfill.events import STATUS_SYNONYMS
 
 UTC_DTYPE = "datetime64[s, UTC]"
@@ -81,7 +82,23 @@ def _empty_like(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _why(values: pd.Series, what: str, hint: str) -> pd.Series:
-    return what + " '" + values.astype(object).astype(str) + "'" + hint
+    """Reasons quoting each value, a long one cut (the invalid-row file keeps the whole value)."""
+    return what + " '" + values.astype(object).astype(str).map(cut) + "'" + hint
+
+
+def nul_reasons(values: pd.Series, label: str) -> pd.Series:
+    """A reason where a value holds a NUL character (which no event may carry), NaN elsewhere:
+    one arrow kernel over the column; the row is invalid rather than the byte sent or dropped."""
+    import pyarrow.compute as pc
+
+    why = pd.Series(np.nan, index=values.index, dtype=object)
+    found = pc.fill_null(pc.match_substring(arrow_text(values), "\x00"), False).to_numpy(zero_copy_only=False)
+    if found.any():
+        why[found] = (
+            f"{label}: " + values[found].astype(object).astype(str).map(cut).map(repr)
+            + " holds a NUL character (\\x00); remove it from the input"
+        )
+    return why
 
 
 def parse_datetimes(

@@ -23,11 +23,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from backfill import source_facts
+from backfill.display import cut, line as display_line
 from backfill.errors import MappingError
 from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.inputs import check_distinct_inputs, copies_of_earlier
 from backfill.mapping import FieldRule, Mapping, template_fields
-from backfill.normalize import TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, parse_datetimes
+from backfill.normalize import (
+    TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, nul_reasons, parse_datetimes,
+)
 from backfill.patterns import search
 from backfill.readers import ROW, reader_for, reader_notes
 
@@ -54,7 +57,8 @@ class InvalidRow:
         return {"file": self.file, self.unit: self.row, "reason": self.reason, "values": self.values}
 
     def __str__(self) -> str:
-        return f"{self.file} {self.unit} {self.row}: {self.reason}"
+        """One line for the terminal: long values cut, control characters escaped (backfill.display)."""
+        return display_line(f"{self.file} {self.unit} {self.row}: {self.reason}")
 
 
 @dataclass
@@ -269,6 +273,7 @@ class _Chunk:
     def apply(self, rule: FieldRule) -> pd.Series:
         """The rule's final value: lookup, default; an unknown lookup value is a reason."""
         raw = self.value(rule)
+        self.fail(nul_reasons(raw, rule.key))
         out = raw
         if rule.lookup is not None:
             out = map_values(raw, rule.lookup)
@@ -276,7 +281,7 @@ class _Chunk:
             if unknown.any() and rule.default is None:
                 known = ", ".join(list(rule.lookup)[:8])
                 self.fail(
-                    (f"{rule.key}: " + raw[unknown].astype(str).map(repr)
+                    (f"{rule.key}: " + raw[unknown].astype(str).map(cut).map(repr)
                      + f" is not in the lookup (known: {known}); add it to the lookup (line {rule.line}) or give a default")
                     .reindex(raw.index)
                 )

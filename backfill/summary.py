@@ -7,6 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from backfill.display import LINE_LIMIT, cut, printable
 from backfill.events import MAX_BATCH
 from backfill.plan import REASON_LIMIT, TS, Plan
 from backfill.readers import reader_notes
@@ -37,7 +38,7 @@ def _counts(plan: Plan, column: str) -> str:
         return "-"
     counts = plan.events[column].value_counts(dropna=False)  # counted on categories, not per row
     counts = counts[counts > 0].sort_values(ascending=False, kind="stable")
-    return ", ".join(f"{'(none)' if pd.isna(name) else name} {n}" for name, n in counts.items())
+    return ", ".join(f"{'(none)' if pd.isna(name) else cut(str(name))} {n}" for name, n in counts.items())
 
 
 def note_lines(plan: Plan) -> list[str]:
@@ -81,7 +82,7 @@ def plan_summary(
         shown = report.invalid[:show_invalid]
         more = len(report.invalid) - len(shown)
         lines.append(f"Invalid rows: {len(report.invalid)}" + (f" (first {len(shown)} shown)" if more else ""))
-        lines.extend(f"  {row}" for row in shown)
+        lines.extend(f"  {cut(str(row), LINE_LIMIT)}" for row in shown)
     if len(plan.events):
         ts = plan.events[TS]
         first, last = plan.events["timestamp"].iloc[0], plan.events["timestamp"].iloc[-1]
@@ -96,7 +97,12 @@ def plan_summary(
         f"Requests: {requests} (batches of up to {batch_size}); at the rate limits ({limit_text}) "
         f"the upload takes at least {duration_text(upload_seconds(requests, limits))}"
     )
-    return "\n".join(lines)
+    return "\n".join(printable(text) for text in lines)  # a value cannot forge a line of its own
+
+
+def _cut_values(event: dict) -> dict:
+    """An event with each long text value cut for the screen (the files written keep them whole)."""
+    return {k: _cut_values(v) if isinstance(v, dict) else cut(v) if isinstance(v, str) else v for k, v in event.items()}
 
 
 def first_payloads(plan: Plan, *, requests: int = 1, events: int = 3, batch_size: int = MAX_BATCH) -> str:
@@ -107,8 +113,8 @@ def first_payloads(plan: Plan, *, requests: int = 1, events: int = 3, batch_size
             break
         doc = json.loads(body)
         total = len(doc["events"])
-        doc["events"] = doc["events"][:events]
-        text = json.dumps(doc, indent=2, ensure_ascii=False)
+        doc["events"] = [_cut_values(event) for event in doc["events"][:events]]
+        text = printable(json.dumps(doc, indent=2, ensure_ascii=False), layout=True)
         more = f"\n  ... and {total - events} more events in this request" if total > events else ""
         out.append(f"Request {number + 1} of {plan.requests(batch_size)} ({total} events):\n{text}{more}")
     return "\n".join(out) if out else "No events to send."

@@ -223,3 +223,100 @@ def test_yaml_nested_thousands_deep_is_one_error_line(run_cli, tmp_path, depth, 
     code, out, err = run_cli("check-mapping", mapping)
     assert (code, out) == (ExitStatus.BAD_INPUT, "")
     assert err.startswith(f"Error: {mapping}") and err.count("\n") == 1
+
+
+# --- constants are stripped like source values --------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("env: {value: '   '}", "line 4: attributes.env.value: empty value (only blanks)"),
+        ("env: {value: \"\\t\"}", "line 4: attributes.env.value: empty value (only blanks)"),
+        ("env: {from: e, lookup: {prod: '  '}}", "line 4: attributes.env.lookup.prod: empty output value (only blanks)"),
+        ("env: {from: e, default: ' '}", "line 4: attributes.env.default: empty value (only blanks)"),
+        ("env: {from: e, lookup: {prod: a, ' prod ': b}}", "line 4: attributes.env.lookup: 'prod' given twice (keys are compared stripped)"),
+        ("env: {value: \"pr\\0od\"}", "line 4: attributes.env.value: 'pr\\x00od' holds a control character"),
+        ("env: {value: \"\\e[2Jprod\"}", "line 4: attributes.env.value: '\\x1b[2Jprod' holds a control character"),
+        ("build_id: {template: '{build:0>6}'}", "line 4: attributes.build_id.template: {build:0>6}: format specs and "
+         "conversions are not supported; placeholders are plain field names like {build} (values are sent as the text they are)"),
+        ("build_id: {template: 'x-{service!r}'}", "line 4: attributes.build_id.template: {service!r}: format specs and "
+         "conversions are not supported; placeholders are plain field names like {service} (values are sent as the text they are)"),
+        ("build_id: {template: '{a!s:>3}'}", "line 4: attributes.build_id.template: {a!s:>3}: format specs and "
+         "conversions are not supported; placeholders are plain field names like {a} (values are sent as the text they are)"),
+    ],
+)
+def test_constants_that_are_blank_or_hold_controls_are_refused(run_cli, tmp_path, rule, message):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"entityId: svc\ntimestamp: ts\nattributes:\n  {rule}\n", encoding="utf-8")
+    code, out, err = run_cli("check-mapping", mapping)
+    assert (code, err) == (ExitStatus.BAD_INPUT, f"Error: {mapping}, {message}\n")
+
+
+def test_constants_are_sent_stripped(run_cli, tmp_path):
+    (tmp_path / "in.csv").write_text("svc,ts,e,who\napp,2023-04-10T10:00:00Z,prod,\napp,2023-04-10T11:00:00Z,stg,x\n",
+                                     encoding="utf-8")
+    (tmp_path / "m.yaml").write_text(
+        "entityId: {value: '  app-1  '}\ntimestamp: ts\nattributes:\n"
+        "  env: {from: e, lookup: {' prod ': '  production  '}, default: '  staging '}\n"
+        "  initiator: {from: who, default: '  bot  '}\n  build_url: {template: '  https://ci/{svc}/  '}\n"
+        "filter:\n  - {field: e, in: [' prod ', ' stg']}\n",
+        encoding="utf-8",
+    )
+    code, _, err = run_cli("preview", tmp_path / "in.csv", "-m", tmp_path / "m.yaml", "--out", tmp_path / "o.jsonl")
+    assert (code, err) == (ExitStatus.OK, "")
+    events = [e for line in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()
+              for e in __import__("json").loads(line)["events"]]
+    assert [(e["entityId"], e["attributes"]) for e in events] == [
+        ("app-1", {"env": "production", "build_url": "https://ci/app/", "initiator": "bot"}),
+        ("app-1", {"env": "staging", "build_url": "https://ci/app/", "initiator": "x"}),
+    ]
+
+
+# --- nothing from input data reaches the terminal raw --------------------------------------------------
+
+FORGERIES = ["\x1b[2J\x1b[HRows: 9 read = 9 planned", "\rRows: 9 read", "ab\x08\x08\x08xy", "a\x85b\x9bc",
+             "\u202eevil\u202c", "tab\u2066x\u2069", "nul\x00byte", "bell\x07"]
+
+
+@pytest.mark.parametrize("value", FORGERIES)
+@pytest.mark.parametrize("where", ["entity", "reason", "column", "file"])
+def test_control_characters_from_input_are_escaped_when_printed(run_cli, tmp_path, value, where):
+    entity = value if where == "entity" else "app"
+    stamp = value if where == "reason" else "2023-04-10T10:00:00Z"
+    column = f"ts{value}" if where == "column" else "ts"
+    import csv
+    import io
+
+    text = io.StringIO()
+    csv.writer(text).writerows([["svc", column], [entity, stamp]])
+    name = f"in{value}.csv" if where == "file" and "\x00" not in value else "in.csv"
+    (tmp_path / name).write_text(text.getvalue(), encoding="utf-8")
+    (tmp_path / "m.yaml").write_text("entityId: svc\ntimestamp: {from: ts}\n", encoding="utf-8")
+    code, out, err = run_cli("preview", tmp_path / name, "-m", tmp_path / "m.yaml")
+    for stream in (out, err):
+        bad = [c for c in stream if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0
+               or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"]
+        assert bad == []
+    assert "Rows: 9" not in "".join(line for line in (out + err).splitlines() if line.startswith("Rows: 9"))
+
+
+def test_a_nul_byte_makes_the_row_invalid(run_cli, tmp_path):
+    (tmp_path / "in.csv").write_bytes(b"svc,ts,env\napp,2023-04-10T10:00:00Z,pr\x00od\napp,2023-04-10T11:00:00Z,prod\n")
+    (tmp_path / "m.yaml").write_text("entityId: svc\ntimestamp: ts\nattributes:\n  env: env\n", encoding="utf-8")
+    code, out, _ = run_cli("preview", tmp_path / "in.csv", "-m", tmp_path / "m.yaml", "--out", tmp_path / "o.jsonl",
+                           "--invalid-out", tmp_path / "bad.jsonl")
+    assert code == ExitStatus.OK
+    assert f"  {tmp_path / 'in.csv'} row 2: attributes.env: 'pr\\x00od' holds a NUL character (\\x00); remove it from the input" in out
+    assert b"\\u0000" not in (tmp_path / "o.jsonl").read_bytes()
+    assert '"env": "pr\\u0000od"' in (tmp_path / "bad.jsonl").read_text(encoding="utf-8")
+
+
+def test_a_long_value_is_cut_when_printed_and_whole_in_invalid_out(run_cli, tmp_path):
+    long = "x" * 1_000_000
+    (tmp_path / "in.csv").write_text(f"svc,ts\napp,{long}\n", encoding="utf-8")
+    (tmp_path / "m.yaml").write_text("entityId: svc\ntimestamp: ts\n", encoding="utf-8")
+    code, out, _ = run_cli("preview", tmp_path / "in.csv", "-m", tmp_path / "m.yaml", "--invalid-out", tmp_path / "bad.jsonl")
+    assert code == ExitStatus.OK
+    (line,) = [text for text in out.splitlines() if " row 2: " in text]
+    assert len(line) < 600 and "characters]…" in line and line.endswith("(e.g. \"%d.%m.%Y %H:%M\")")
+    assert long in (tmp_path / "bad.jsonl").read_text(encoding="utf-8")
