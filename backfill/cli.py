@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from typing import Sequence
 
 import pandas as pd
@@ -246,11 +247,17 @@ class _PipeSafe:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     stdout = sys.stdout
     sys.stdout = _PipeSafe(stdout)
     try:
-        return _run(argv)
+        with warnings.catch_warnings():
+            if command_line and not sys.warnoptions:
+                # a library's warning (pandas, pyarrow) is not for the user of the command; the
+                # known sources are fixed where they arise, this keeps any other off the terminal
+                warnings.simplefilter("ignore")
+            return _run(argv)
     finally:
         sys.stdout.flush()
         sys.stdout = stdout

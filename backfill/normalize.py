@@ -234,6 +234,7 @@ def _parse_automatic(text: pd.Series, timezone: str, label: str, out: pd.Series,
     text = text[text.str.slice(0, 1).str.isdigit().fillna(False).astype(bool)]
     if text.empty:
         return
+    text = _calendar_forms(text)
     has_zone = text.str.contains(_AWARE, regex=True)
     if has_zone.any():
         zoned = text[has_zone]
@@ -257,6 +258,53 @@ def _parse_automatic(text: pd.Series, timezone: str, label: str, out: pd.Series,
     if len(naive):
         parsed_naive = _to_datetime(naive, format="ISO8601")
         _localize(parsed_naive, naive, timezone, label, out, why)
+
+
+_DECIMAL_COMMA = r"([0-9]{2}:[0-9]{2}(?::[0-9]{2})?),([0-9])"
+_WEEK_DATE = r"^(?P<year>[0-9]{4})-?W(?P<week>[0-9]{2})(?:-?(?P<day>[1-7]))?(?P<rest>(?:[Tt ].*)?)$"
+_ORDINAL_DATE = r"^(?P<year>[0-9]{4})-(?P<day>[0-9]{3})(?P<rest>(?:[Tt ].*)?)$"
+
+
+def _calendar_forms(text: pd.Series) -> pd.Series:
+    """ISO 8601 forms pandas does not read, rewritten to the ones it does, by arrow kernels and
+    numpy date arithmetic: a decimal comma (`...:47,5Z` -> `...:47.5Z`), week dates
+    (`2023-W15-1T10:00Z`, `2023W151`) and ordinal dates (`2023-100T10:00Z`) to `YYYY-MM-DD...`.
+    A week or day that does not exist in its year (`2023-W54`, `2023-366`) is left as written:
+    the caller reports it unreadable."""
+    import pyarrow.compute as pc
+
+    values = arrow_text(text)
+    comma = pc.fill_null(pc.match_substring(values, ","), False)
+    if pc.any(comma).as_py():
+        values = pc.replace_substring_regex(values, _DECIMAL_COMMA, r"\1.\2")
+    week = pc.fill_null(pc.match_substring_regex(values, _WEEK_DATE), False).to_numpy(zero_copy_only=False)
+    ordinal = pc.fill_null(pc.match_substring_regex(values, _ORDINAL_DATE), False).to_numpy(zero_copy_only=False)
+    if not (week.any() or ordinal.any() or pc.any(comma).as_py()):
+        return text
+    out = pd.Series(values, index=text.index, dtype=TEXT)
+    for mask, pattern in ((week, _WEEK_DATE), (ordinal, _ORDINAL_DATE)):
+        if not mask.any():
+            continue
+        parts = pc.extract_regex(pc.filter(values, mask), pattern)
+        field = lambda name: pd.to_numeric(pd.Series(parts.field(name).to_pandas()), errors="coerce")  # noqa: E731
+        year = field("year").to_numpy(dtype="int64")
+        first = (year - 1970).astype("datetime64[Y]").astype("datetime64[D]")  # 1 January
+        if pattern is _WEEK_DATE:
+            day = field("day").fillna(1).to_numpy(dtype="int64")
+            jan4 = first + 3
+            monday = jan4 - (jan4.astype("int64") + 3) % 7  # 1970-01-01 was a Thursday
+            dates = monday + (field("week").to_numpy(dtype="int64") - 1) * 7 + (day - 1)
+            thursday = dates - (dates.astype("int64") + 3) % 7 + 3  # its week's Thursday is in the ISO year
+            valid = thursday.astype("datetime64[Y]").astype("int64") + 1970 == year
+        else:
+            dates = first + field("day").to_numpy(dtype="int64") - 1
+            valid = dates.astype("datetime64[Y]").astype("int64") + 1970 == year
+        rewritten = pd.Series(np.datetime_as_string(dates, unit="D"), dtype=object) + pd.Series(
+            parts.field("rest").to_pandas(), dtype=object
+        ).fillna("")
+        rows = out.index[mask]
+        out[rows[valid]] = rewritten[valid].to_numpy()
+    return out
 
 
 def _parse_with_format(

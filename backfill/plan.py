@@ -298,21 +298,29 @@ def _source_description(rule: FieldRule) -> str:
 
 def _check_fields(mapping: Mapping, seen: set[str], path: str) -> None:
     """A field the mapping reads that the file does not have at all is a mapping error."""
-    missing: list[tuple[str, str]] = []
+    missing: list[tuple[str, tuple[str, ...]]] = []
     for rule in mapping.rules():
         if rule.sources and not any(s in seen for s in rule.sources):
-            missing.append((rule.key, " or ".join(rule.sources)))
+            missing.append((rule.key, rule.sources))
         if rule.template is not None:
-            missing += [(rule.key, f) for f in template_fields(rule.template) if f not in seen]
-    missing += [(f"filter (line {f.line})", f.field) for f in mapping.filters if f.field not in seen]
-    missing += [("dedupe", name) for name in mapping.dedupe if name not in seen]
+            missing += [(rule.key, (f,)) for f in template_fields(rule.template) if f not in seen]
+    missing += [(f"filter (line {f.line})", (f.field,)) for f in mapping.filters if f.field not in seen]
+    missing += [("dedupe", (name,)) for name in mapping.dedupe if name not in seen]
     if missing:
-        key, name = missing[0]
-        have = ", ".join(sorted(c for c in seen if not c.startswith("_"))[:40]) or "none"
-        hint = ""
-        if key.startswith("attributes.") and mapping.path:
+        key, names = missing[0]
+        columns = sorted(c for c in seen if not c.startswith("_"))
+        have = ", ".join(repr(c) for c in columns[:40]) or "none"  # quoted: ' ts' shows its blank
+        near = [c for c in columns if c.strip() in names or c.strip().lower() in {n.lower() for n in names}]
+        if near:
+            hint = (f"; the input has {near[0]!r}: remove the blanks after the delimiters in its header, "
+                    f"or read from: {near[0]!r}" if near[0].strip() != near[0] else f"; did you mean {near[0]!r}?")
+        elif key.startswith("attributes.") and mapping.path:
             hint = f"; or set it with --set {key.split('.', 1)[1]}=VALUE"
-        raise MappingError(f"{path}: {mapping.path}: {key} reads {name!r}, which the input lacks (it has: {have}){hint}")
+        else:
+            hint = ""
+        raise MappingError(
+            f"{path}: {mapping.path}: {key} reads {' or '.join(names)!r}, which the input lacks (it has: {have}){hint}"
+        )
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:

@@ -224,8 +224,8 @@ ERRORS = [
     ("column the input lacks",
      {"m.yaml": "source: {delimiter: ';'}\nentityId: service\ntimestamp: finished\n"},
      ["preview", S, "-m", "{tmp}/m.yaml"], 3,
-     f"{S}: {{tmp}}/m.yaml: timestamp reads 'finished', which the input lacks (it has: build, deployed_by, "
-     "environment, finished_at, job, notes, result, service, sha, started_at)"),
+     f"{S}: {{tmp}}/m.yaml: timestamp reads 'finished', which the input lacks (it has: 'build', 'deployed_by', "
+     "'environment', 'finished_at', 'job', 'notes', 'result', 'service', 'sha', 'started_at')"),
     ("unreadable csv", {"in.csv": "a,b\n1,2\n3,4,5\n", "m.yaml": "entityId: a\ntimestamp: b\n"},
      ["preview", "{tmp}/in.csv", "-m", "{tmp}/m.yaml"], 3,
      "{tmp}/in.csv: cannot parse CSV with delimiter ',': Expected 2 fields in line 3, saw 3; "

@@ -320,3 +320,62 @@ def test_a_long_value_is_cut_when_printed_and_whole_in_invalid_out(run_cli, tmp_
     (line,) = [text for text in out.splitlines() if " row 2: " in text]
     assert len(line) < 600 and "characters]…" in line and line.endswith("(e.g. \"%d.%m.%Y %H:%M\")")
     assert long in (tmp_path / "bad.jsonl").read_text(encoding="utf-8")
+
+
+# --- ISO 8601 forms pandas does not read ----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("value", "utc"),
+    [
+        ("2023-W15-1T10:00:00Z", "2023-04-10T10:00:00Z"),
+        ("2023W151T10:00:00Z", "2023-04-10T10:00:00Z"),
+        ("2023-W15-1 12:00:00+02:00", "2023-04-10T10:00:00Z"),
+        ("2023-W15", "2023-04-10T00:00:00Z"),
+        ("2020-W53-7", "2021-01-03T00:00:00Z"),
+        ("2009-W01-1T00:00:00Z", "2008-12-29T00:00:00Z"),
+        ("2023-100T10:00:00Z", "2023-04-10T10:00:00Z"),
+        ("2024-366", "2024-12-31T00:00:00Z"),
+        ("2023-04-10T06:51:47,5Z", "2023-04-10T06:51:47Z"),
+        ("2023-04-10 08:51:47,25+02:00", "2023-04-10T06:51:47Z"),
+    ],
+)
+def test_week_ordinal_and_decimal_comma_forms_are_read(value, utc):
+    from backfill.normalize import TEXT, format_utc, parse_datetimes
+    import pandas as pd
+
+    times, why = parse_datetimes(pd.Series([value], dtype=TEXT))
+    assert why.isna().all(), why.iloc[0]
+    assert format_utc(times).iloc[0] == utc
+
+
+@pytest.mark.parametrize("value", ["2021-W53-1", "2023-W00-1", "2023-366", "2023-000", "2023-W15-8", "now", "today"])
+def test_dates_that_do_not_exist_are_unreadable(value):
+    from backfill.normalize import TEXT, parse_datetimes
+    import pandas as pd
+
+    times, why = parse_datetimes(pd.Series([value], dtype=TEXT))
+    assert times.isna().all() and why.iloc[0].startswith(f"timestamp: cannot read {value!r}")
+
+
+def test_a_header_with_blanks_after_the_commas_suggests_the_stripped_match(run_cli, tmp_path):
+    (tmp_path / "in.csv").write_text("service, ts\napp, 2023-04-10T10:00:00Z\n", encoding="utf-8")
+    (tmp_path / "m.yaml").write_text("entityId: service\ntimestamp: ts\n", encoding="utf-8")
+    code, _, err = run_cli("preview", tmp_path / "in.csv", "-m", tmp_path / "m.yaml")
+    assert code == ExitStatus.BAD_INPUT
+    assert err == (
+        f"Error: {tmp_path / 'in.csv'}: {tmp_path / 'm.yaml'}: timestamp reads 'ts', which the input lacks "
+        "(it has: ' ts', 'service'); the input has ' ts': remove the blanks after the delimiters in its header, "
+        "or read from: ' ts'\n"
+    )
+
+
+def test_a_filter_with_groups_prints_no_warning(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "in.csv").write_text("svc,ts,job\napp,2023-04-10T10:00:00Z,deploy-web\n", encoding="utf-8")
+    (tmp_path / "m.yaml").write_text("entityId: svc\ntimestamp: ts\nfilter:\n  - {field: job, matches: '^(deploy)-(web|api)$'}\n",
+                                     encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "backfill", "preview", "in.csv", "-m", "m.yaml"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")

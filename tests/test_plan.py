@@ -293,14 +293,14 @@ def test_ndjson_bad_lines_are_invalid_rows_with_their_line(tmp_path):
     [
         ("attributes:\n  env: environment\n",
          "{path}: m.yaml: attributes.env reads 'environment', which the input lacks "
-         "(it has: env, finished, service); or set it with --set env=VALUE"),
+         "(it has: 'env', 'finished', 'service'); or set it with --set env=VALUE"),
         ("attributes:\n  build_url: {template: 'x/{job}'}\n",
          "{path}: m.yaml: attributes.build_url reads 'job', which the input lacks "
-         "(it has: env, finished, service); or set it with --set build_url=VALUE"),
+         "(it has: 'env', 'finished', 'service'); or set it with --set build_url=VALUE"),
         ("filter:\n  - {field: result, in: [ok]}\n",
-         "{path}: m.yaml: filter (line 4) reads 'result', which the input lacks (it has: env, finished, service)"),
+         "{path}: m.yaml: filter (line 4) reads 'result', which the input lacks (it has: 'env', 'finished', 'service')"),
         ("dedupe: [build]\n",
-         "{path}: m.yaml: dedupe reads 'build', which the input lacks (it has: env, finished, service)"),
+         "{path}: m.yaml: dedupe reads 'build', which the input lacks (it has: 'env', 'finished', 'service')"),
     ],
 )
 def test_a_field_the_input_lacks_is_a_mapping_error(tmp_path, extra, message):
@@ -312,7 +312,7 @@ def test_a_field_the_input_lacks_is_a_mapping_error(tmp_path, extra, message):
 
 def test_json_field_missing_from_every_record_is_a_mapping_error(tmp_path):
     path = write_file(tmp_path, "in.json", '[{"app": "a", "t": "2023-01-01"}]')
-    with pytest.raises(MappingError, match=r"timestamp reads 'finished', which the input lacks \(it has: app, t\)"):
+    with pytest.raises(MappingError, match=r"timestamp reads 'finished', which the input lacks \(it has: 'app', 't'\)"):
         build_plan([path], parse_mapping("source: {format: json}\nentityId: app\ntimestamp: finished\n", "m.yaml"))
 
 
