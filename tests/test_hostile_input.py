@@ -281,8 +281,6 @@ FORGERIES = ["\x1b[2J\x1b[HRows: 9 read = 9 planned", "\rRows: 9 read", "ab\x08\
 @pytest.mark.parametrize("value", FORGERIES)
 @pytest.mark.parametrize("where", ["entity", "reason", "column", "file"])
 def test_control_characters_from_input_are_escaped_when_printed(run_cli, tmp_path, value, where):
-    if where == "column" and "\r" in value:
-        pytest.xfail("the CSV reader's delimiter detection raises on a CR inside a quoted header name (issue 11 CSV)")
     entity = value if where == "entity" else "app"
     stamp = value if where == "reason" else "2023-04-10T10:00:00Z"
     column = f"ts{value}" if where == "column" else "ts"

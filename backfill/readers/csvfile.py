@@ -23,13 +23,22 @@ def head_text(head: bytes) -> str:
     return head[: cut if cut > 0 else len(head)].decode("utf-8", "ignore")
 
 
+def _first_row(lines, **options) -> list[str]:
+    """The first row the csv module reads, or none when it refuses the text (a bare CR inside a
+    field): the reader then reports the file or row itself."""
+    try:
+        return next(csv.reader(lines, **options), [])
+    except csv.Error:
+        return []
+
+
 def detect_delimiter(sample: str) -> str:
     """The delimiter among , ; tab |: the header line's decides; a tie between several is settled
     by which splits the next rows into as many fields as the header (bounded: SNIFF_ROWS rows of
     the sniffing window, each parsed once per candidate by the csv module)."""
-    header = next(csv.reader(io.StringIO(sample)), [])
+    header = _first_row(io.StringIO(sample))
     header_line = sample.split("\n", 1)[0]
-    counts = {d: len(next(csv.reader([header_line], delimiter=d), [])) - 1 for d in DELIMITERS}
+    counts = {d: len(_first_row([header_line], delimiter=d)) - 1 for d in DELIMITERS}
     found = [d for d in DELIMITERS if counts[d] > 0]
     if not header or not found:
         return ","
