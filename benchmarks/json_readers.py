@@ -212,7 +212,7 @@ def generate_array(path: Path, records: int, seed: int = 13) -> None:
 def _measure(command: list[str]) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one child process."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - started
     if status != 0:
