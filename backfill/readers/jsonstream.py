@@ -20,8 +20,8 @@ API (a cursor over the text; every method skips the JSON whitespace before what 
     stream.at_end()          -> True when only whitespace is left
     stream.error(msg, where) -> StreamError with the file's line and column (`where`: a position
                                 from `stream.position()`; default: the cursor)
-    stream.check_surrogates(value_text) is done for every decoded value: a lone UTF-16 surrogate
-                                escape raises StreamError (line, column) when `surrogates="error"`
+    every decoded value and key is checked for lone UTF-16 surrogate escapes: one raises
+    SurrogateError (a StreamError with line and column; `surrogate_message` words it)
 
 Errors: `StreamError(msg, line, column)`; the messages are the json module's ("Expecting ','
 delimiter", "Extra data", ...), with line and column counted in the whole file, so a reader's
@@ -30,7 +30,25 @@ error is the same as when it parsed the whole text at once. Undecodable bytes ra
 
 Helpers: `iter_top_values(stream)` (one document, appended documents, or NDJSON-like values on
 lines, separated by any whitespace), `dumps(value)` (compact JSON text with numbers as written),
-`kind(value)` (a value's JSON type in JSON's words).
+`kind(value)` (a value's JSON type in JSON's words), `open_binary(path, encoding)` (the input
+opened through readers.inputs).
+
+Rows: `Rows(unit)` numbers a file's rows and packs them into RowChunks of JSON_CHUNK_ROWS rows,
+column by column as arrow text: `add(flat_record)`, `add_object(decoded_object, first, extra)`
+(flattened straight into the columns), `bad(reason, text)`, `ready()` / `take()`, `facts`.
+
+A reader on this layer (see gitlab.read_values, used by the GitLab and Jenkins readers):
+
+    with open_binary(path, enc) as handle, stream_values(handle, path, enc) as (stream, tops):
+        rows = Rows("record")
+        for _ in tops:                       # each top-level value (appended pages too)
+            if stream.peek() == "[":
+                for _ in stream.elements():  # one record at a time
+                    record = stream.value()  # TooDeep -> rows.bad(...)
+                    rows.add_object(record) if isinstance(record, dict) else rows.bad(...)
+                    if rows.ready():
+                        yield rows.take()
+    yield rows.take()
 """
 
 from __future__ import annotations
