@@ -12,7 +12,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from backfill import __version__, importer, ledger_cli, sandbox, shipped, upload_cli
+from backfill import __version__, importer, ledger_cli, sandbox, shipped, starter, upload_cli
 from backfill.display import line as display_line, printable
 from backfill.errors import BackfillError, ExitStatus, UsageError
 from backfill.events import MAX_BATCH
@@ -116,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("mapping", metavar="YAML")
     check.set_defaults(handler=cmd_check_mapping)
 
+    init = commands.add_parser("init", help="write a starter mapping for your files (backfill init FILE > my.yaml)",
+                               description="Print a starter mapping for the input files, every line commented with what "
+                                           "was found: a known export (Jenkins, GitLab, GitHub, detected from the content) "
+                                           "starts from its shipped mapping; CSV, JSON and NDJSON get guesses for each "
+                                           "field from the column names and values of the first rows.")
+    init.add_argument("inputs", nargs="+", metavar="INPUT", help="input files (the first decides the format)")
+    init.add_argument("--rows", type=_positive, default=starter.SAMPLE_ROWS, metavar="N",
+                      help=f"rows to learn from (default {starter.SAMPLE_ROWS})")
+    init.set_defaults(handler=cmd_init)
+
     maps = commands.add_parser("mappings", help="list the mappings shipped with backfill, or print one",
                                description="List the shipped mappings (one line each: name, format, what it is for, "
                                            "its sample); `mappings show NAME` prints one to copy and adapt; "
@@ -190,6 +200,21 @@ def cmd_check_mapping(args: argparse.Namespace) -> int:
     )
     if mapping.entity is None:
         print("note: no entityId rule; pass --entity-id ID when you preview or import")
+    return ExitStatus.OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    sys.stdout.write(starter.starter_mapping(args.inputs, sample_rows=args.rows))
     return ExitStatus.OK
 
 
