@@ -66,6 +66,7 @@ _HOUR_OFFSET = r"[+-][0-9]{2}$"
 _ISO_DATE = r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
 # <text in the format> followed by Z or an offset (+HH:MM, +HHMM, +HH), a space or none between
 _TRAILING_OFFSET = r"^(.*?)[ \t]*(?:([Zz])|([+-])([0-9]{2})(?::?([0-9]{2}))?)$"
+_TRAILING_OFFSET_NAMED = r"^(?P<b>.*?)[ \t]*(?:(?P<z>[Zz])|(?P<s>[+-])(?P<h>[0-9]{2})(?::?(?P<m>[0-9]{2}))?)$"
 MS_THRESHOLD = 100_000_000_000  # epoch numbers at or above this are milliseconds (1e11 s is year 5138)
 EPOCH_MIN, EPOCH_MAX = -2_208_988_800, 7_258_118_399  # epoch seconds of 1900-01-01 and 2199-12-31T23:59:59
 # Epoch numbers told by magnitude (no unit) before this are more likely something else (20230410 is
@@ -335,11 +336,18 @@ def _parse_with_format(
 def _parse_format_with_offset(text: pd.Series, fmt: str, out: pd.Series) -> None:
     """`<text in fmt> +HH:MM` (or +HHMM, +HH, Z): the part before the offset read with the format,
     then the offset applied. Only for the few values that did not match the format alone."""
-    parts = text.astype(object).str.extract(_TRAILING_OFFSET)
-    found = parts[0].notna()
+    import pyarrow.compute as pc
+
+    # arrow's RE2 kernels: linear time (Python's re is quadratic here on a long run of blanks)
+    values = arrow_text(text)
+    found = pc.fill_null(pc.match_substring_regex(values, _TRAILING_OFFSET), False).to_numpy(zero_copy_only=False)
     if not found.any():
         return
-    parts = parts[found]
+    groups = pc.extract_regex(pc.filter(values, found), _TRAILING_OFFSET_NAMED)
+    parts = pd.DataFrame(
+        {i: pd.Series(groups.field(name).to_pandas(), dtype=object).to_numpy() for i, name in enumerate("bzshm")},
+        index=text.index[found],
+    )
     base = _to_datetime(parts[0], format=fmt)
     hours = pd.to_numeric(parts[3], errors="coerce").fillna(0)
     minutes = pd.to_numeric(parts[4], errors="coerce").fillna(0)

@@ -379,3 +379,18 @@ def test_a_filter_with_groups_prints_no_warning(tmp_path):
     done = subprocess.run([sys.executable, "-m", "backfill", "preview", "in.csv", "-m", "m.yaml"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("fmt", [None, "%d.%m.%Y %H:%M"])
+def test_long_values_parse_in_linear_time(fmt):
+    """A value with a long run of blanks once took Python's re quadratic time (32,000 blanks: 50 s)."""
+    import time
+
+    import pandas as pd
+
+    from backfill.normalize import TEXT, parse_datetimes
+
+    values = pd.Series(["x" + " " * 1_000_000 + "y", "1" + " T0" * 100_000, "10.04.2023" + " " * 100_000 + "+02"], dtype=TEXT)
+    started = time.perf_counter()
+    times, _ = parse_datetimes(values, fmt=fmt)
+    assert time.perf_counter() - started < 5 and times.isna().all()
