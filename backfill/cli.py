@@ -154,7 +154,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from backfill import report  # pandas and matplotlib load only for the commands that need them
 
     if args.report:
+        from backfill.inputs import check_outputs
+
         report.check_report_path(args.report)
+        check_outputs(args.inputs, {"--out": args.out, "--invalid-out": args.invalid_out, "--report": args.report})
     result = importer.preview(
         args.inputs, args.mapping, options=upload_cli.plan_options_from(args),
         settings=upload_cli.upload_settings_from(args), show=args.show, out=args.out, invalid_out=args.invalid_out,

@@ -96,6 +96,9 @@ def history_text(data: dict[str, Any], *, report_path: str | None = None) -> str
         if len(groups) > TERMINAL_GROUPS:
             lines.append(f"  ... and {len(groups) - TERMINAL_GROUPS} more entity / environment pairs"
                          + (f" in {visible(report_path)}" if report_path else " (see --report FILE.html)"))
+        lines.append("  computed from: every planned event is one deployment; medians over every week (month) from the "
+                     "first deployment to the last, empty ones as 0; the DORA band from those medians; change failure "
+                     "rate = failed / all (definitions in the --report file)")
         lines.append(f"  lead time: {visible(data['lead_time_source'])}")
     warnings = data["warnings"]
     lines.append(f"Warnings: {len(warnings)}" if warnings else "Warnings: none")

@@ -269,9 +269,19 @@ def test_report_path_must_be_html_or_json(tmp_path, run_cli):
     assert (code, out) == (ExitStatus.USAGE, "")
     assert err == f"Error: --report {tmp_path / 'r.txt'}: give a file ending in .html or .json\n"
     missing = tmp_path / "no" / "r.json"
-    code, _, err = run_cli("preview", SAMPLE_CSV, "-m", SAMPLE_MAPPING, "--report", missing, "--show", "0")
-    assert code == ExitStatus.USAGE
-    assert err == f"Error: --report {missing}: cannot write: No such file or directory\n"
+    code, out, err = run_cli("preview", SAMPLE_CSV, "-m", SAMPLE_MAPPING, "--report", missing, "--show", "0")
+    assert (code, out) == (ExitStatus.USAGE, "")  # refused before any work
+    assert err == f"Error: --report: {missing}: no such directory {str(missing.parent)!r}\n"
+    export = tmp_path / "runs.json"
+    export.write_bytes((ROOT / "samples" / "github-runs.json").read_bytes())
+    code, out, err = run_cli("preview", export, "-m", ROOT / "mappings" / "github-actions.yaml", "--report", export)
+    assert (code, out) == (ExitStatus.USAGE, "")
+    assert err == f"Error: --report {export}: is the input file {export}; writing it would destroy it\n"
+    assert export.read_bytes() == (ROOT / "samples" / "github-runs.json").read_bytes()
+    code, out, err = run_cli("preview", SAMPLE_CSV, "-m", SAMPLE_MAPPING, "--out", tmp_path / "x.json",
+                             "--report", tmp_path / "x.json")
+    assert (code, out) == (ExitStatus.USAGE, "")
+    assert err == f"Error: --report {tmp_path / 'x.json'}: --out writes the same file; give each its own\n"
 
 
 def test_report_section_is_never_sent(tmp_path, run_cli):
