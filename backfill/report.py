@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backfill import figures
+from backfill.display import printable
 from backfill.errors import UsageError
 from backfill.plan import Plan
 
@@ -30,14 +31,10 @@ CHARTED_GROUPS = 12  # groups charted in the page (the largest), besides "all"
 TERMINAL_EXAMPLES = 3
 REPORT_SUFFIXES = (".html", ".htm", ".json")
 
-# C0 and C1 controls, DEL, and the characters that reorder or break lines in a terminal or page
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
-
-
 def visible(text: object) -> str:
-    """Text from the input made safe to show: every control or invisible character as an escape."""
-    return _INVISIBLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                          else f"\\u{ord(m.group()):04x}", str(text))
+    """Text from the input made safe to show: every control or bidi character as an escape (the
+    one rule of backfill.display, for the page as well as the terminal)."""
+    return printable(text)
 
 
 def number(value: float | int | None) -> str:
