@@ -489,8 +489,8 @@ def build_plan(
     for index, copied, earlier in copies_of_earlier([np.concatenate(h) if h else np.array([], "uint64") for h in source_hashes]):
         report.copies.append((files[index], copied, files[earlier]))
 
-    events = pd.concat(parts, ignore_index=True) if parts else _empty_events(mapping)
-    del parts  # the chunks' frames are freed here: memory holds the plan once, not twice
+    events = _concat_columns(parts) if parts else _empty_events(mapping)
+    del parts
     # Range, dedupe and order are folded into one `take`, so the plan is copied once.
     keep = events.pop(VALID).to_numpy(dtype=bool, copy=True)
     if since is not None or until is not None:
@@ -535,6 +535,23 @@ def build_plan(
     return Plan(mapping, files, events, report, keys, hashes, folded=folded)
 
 
+def _concat_columns(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The chunks' events as one frame, joined a column at a time, each column taken out of the
+    chunks as it is joined: the peak is the events once plus one column, not twice (pd.concat)."""
+    names = list(dict.fromkeys(name for part in parts for name in part.columns))
+    columns = {}
+    for name in names:
+        pieces = [
+            part.pop(name) if name in part.columns else pd.Series(None, index=part.index, dtype=object)
+            for part in parts
+        ]
+        columns[name] = pd.concat(pieces, ignore_index=True)
+        del pieces
+        _release_memory()
+    parts.clear()
+    return pd.DataFrame(columns, copy=False)
+
+
 def _take_columns(columns: dict[str, pd.Series], order: np.ndarray) -> pd.DataFrame:
     """The columns taken in `order`, one at a time, each source column freed as soon as it is
     copied: the peak is the plan plus one column, not the plan twice."""
@@ -548,12 +565,31 @@ def _take_columns(columns: dict[str, pd.Series], order: np.ndarray) -> pd.DataFr
 
 
 def _release_memory() -> None:
-    """Hand memory freed by arrow back to the system now rather than later, to keep the peak low."""
+    """Hand memory freed by arrow and by the C heap back to the system now rather than later, to
+    keep the peak low (freed chunk temporaries otherwise stay in the process as free heap)."""
     try:
         import pyarrow as pa
     except ImportError:  # pragma: no cover
         return
     pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    """glibc, for malloc_trim (None elsewhere: musl, macOS, Windows)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
 
 
 def _empty_events(mapping: Mapping) -> pd.DataFrame:

@@ -228,9 +228,13 @@ class InputFile(io.RawIOBase):
         return n
 
     def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (all the rest if negative); fewer only at the end of the file."""
         if size is None or size < 0:
             return self.readall()
-        pending = self._fill(1) if not self._pending else self._pending
+        pending = self._fill(size)
+        if len(pending) <= size:
+            self._pending = b""
+            return pending
         out, self._pending = pending[:size], pending[size:]
         return out
 
