@@ -180,10 +180,8 @@ def _plan(inputs: Paths, mapping: Any, options: PlanOptions, invalid_out: Any, *
     options.check()
     check_outputs(inputs, {"--invalid-out": invalid_out})
     rules = load_mapping(resolve_mapping(mapping)).with_overrides(options.entity_id, dict(options.sets))
-    result = build_plan([str(p) for p in inputs], rules, since=options.since, until=options.until, with_row_hashes=for_import)
-    if invalid_out:
-        write_invalid(result, invalid_out)
-    return result
+    return build_plan([str(p) for p in inputs], rules, since=options.since, until=options.until,
+                      with_row_hashes=for_import, invalid_out=invalid_out)
 
 
 @dataclass
@@ -237,15 +235,6 @@ def check_strict(plan: Plan, strict: bool, *, sent: bool = False) -> None:
     if strict and plan.report.invalid:
         tail = "nothing was sent" if sent else "fix them or drop --strict"
         raise StrictError(f"{len(plan.report.invalid)} invalid rows and --strict is set; {tail}")
-
-
-def write_invalid(plan: Plan, path: str | os.PathLike[str]) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as out:
-            for row in plan.report.invalid:
-                out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise UsageError(f"--invalid-out {path}: cannot write: {exc.strerror}") from None
 
 
 def write_request_bodies(plan: Plan, path: str | os.PathLike[str], batch_size: int) -> int:

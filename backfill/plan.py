@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,7 @@ import pyarrow.compute as pc
 
 from backfill import source_facts
 from backfill.display import cut, line as display_line
-from backfill.errors import MappingError
+from backfill.errors import MappingError, UsageError
 from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.inputs import check_distinct_inputs, copies_of_earlier
 from backfill.mapping import FieldRule, Mapping, template_fields
@@ -61,6 +63,56 @@ class InvalidRow:
         return display_line(f"{self.file} {self.unit} {self.row}: {self.reason}")
 
 
+KEEP_INVALID = 1000  # invalid rows kept with their values; the rest are counted by reason
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+class InvalidRows(list):
+    """Every invalid row of a plan, kept compactly whatever their number.
+
+    `len()` counts every one; the list itself holds the first KEEP_INVALID with their values (what
+    the summary shows); `by_reason` counts every one by its reason with the quoted values left
+    out (`entityId: '…' is not in the lookup ...`). With a `sink` (--invalid-out) every row, with
+    its values, is written there as it is found, so memory does not grow with their number.
+    """
+
+    def __init__(self, rows: Iterable[InvalidRow] = (), *, keep: int | None = None, sink: IO[str] | None = None):
+        super().__init__()
+        self.keep = KEEP_INVALID if keep is None else keep
+        self.sink, self.total = sink, 0
+        self.by_reason: Counter = Counter()
+        self.extend(rows)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def append(self, row: InvalidRow) -> None:  # type: ignore[override]
+        self.total += 1
+        self.by_reason[_QUOTED.sub("'…'", row.reason)] += 1
+        if self.sink is not None:
+            self.sink.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+        if list.__len__(self) < self.keep:
+            super().append(row)
+
+    def extend(self, rows: Iterable[InvalidRow]) -> None:  # type: ignore[override]
+        for row in rows:
+            self.append(row)
+
+    def add_chunk(self, frame: pd.DataFrame, reasons: pd.Series, path: str, unit: str) -> None:
+        """A chunk's invalid rows: values are read (per row) only for the rows kept or written;
+        the others are counted by reason in one vectorized pass."""
+        room = max(self.keep - list.__len__(self), 0)
+        detailed = len(reasons) if self.sink is not None else min(room, len(reasons))
+        self.extend(_invalid_rows(frame, reasons.iloc[:detailed], path, unit))
+        rest = reasons.iloc[detailed:]
+        if len(rest):
+            self.total += len(rest)
+            self.by_reason.update(rest.astype(str).str.replace(_QUOTED, "'…'", regex=True).value_counts().to_dict())
+
+
 @dataclass
 class PlanReport:
     files: list[tuple[str, int]] = field(default_factory=list)  # (path, rows read)
@@ -70,7 +122,7 @@ class PlanReport:
     empty: int = 0  # CSV rows without any value
     notes: dict[str, int] = field(default_factory=dict)  # reader note field -> planned events with it (readers.reader_notes)
     copies: list[tuple[str, int, str]] = field(default_factory=list)  # (input, rows copied, of which earlier input)
-    invalid: list[InvalidRow] = field(default_factory=list)
+    invalid: InvalidRows = field(default_factory=InvalidRows)  # len() counts all; the first kept with values
     planned: int = 0
     facts: dict[str, dict] = field(default_factory=dict)  # path -> what the report needs of the file as a whole
 
@@ -450,9 +502,41 @@ def build_plan(
     since: pd.Timestamp | None = None,
     until: pd.Timestamp | None = None,
     with_row_hashes: bool = False,
+    invalid_out: str | os.PathLike[str] | None = None,
 ) -> Plan:
-    """Read every input through the mapping and return the ordered, deduplicated plan."""
-    report = PlanReport()
+    """Read every input through the mapping and return the ordered, deduplicated plan.
+    `invalid_out`: a file to write every invalid row to (JSON Lines, with its values), streamed
+    as the rows are found and moved into place when the plan is complete."""
+    if not invalid_out:
+        return _build_plan(paths, mapping, since, until, with_row_hashes, None)
+    target = Path(invalid_out)
+    temp = target.with_name(f".{target.name}.partial")
+    try:
+        sink = open(temp, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UsageError(f"--invalid-out {invalid_out}: cannot write: {exc.strerror}") from None
+    try:
+        with sink:
+            plan = _build_plan(paths, mapping, since, until, with_row_hashes, sink)
+        os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise UsageError(f"--invalid-out {invalid_out}: cannot write: {exc.strerror}") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return plan
+
+
+def _build_plan(
+    paths: Sequence[str | Path],
+    mapping: Mapping,
+    since: pd.Timestamp | None,
+    until: pd.Timestamp | None,
+    with_row_hashes: bool,
+    sink: IO[str] | None,
+) -> Plan:
+    report = PlanReport(invalid=InvalidRows(sink=sink))
     parts: list[pd.DataFrame] = []
     files = [str(p) for p in paths]
     check_distinct_inputs(files)
@@ -480,7 +564,7 @@ def build_plan(
             events, reasons, skipped = map_chunk(mapping, frame, index, with_row_hashes=with_row_hashes)
             report.filtered.update(skipped)
             if len(reasons):
-                report.invalid.extend(_invalid_rows(frame, reasons, path, chunk.unit))
+                report.invalid.add_chunk(frame, reasons, path, chunk.unit)
             parts.append(events)
             _release_memory()
         if good and mapping.source.format != "csv":  # rows the reader could not read are reported as such

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from datetime import datetime
@@ -585,3 +586,38 @@ def test_rows_without_any_value_are_counted_as_empty_not_dropped_silently(tmp_pa
     assert plan.report.empty == 3  # ",", the blank line, ","
     assert plan.report.rows_read == 5 == plan.report.accounted
     assert list(plan.events[ROW]) == [2, 6]
+
+
+# --- invalid rows: compact whatever their number ---------------------------------------------------
+
+def test_invalid_rows_kept_compactly_counted_by_reason_and_all_streamed(tmp_path, write, monkeypatch, run_cli):
+    import backfill.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "KEEP_INVALID", 5)
+    text = "service,ts\n" + "".join(f"svc{i},2023-01-01T10:00:00Z\n" for i in range(40)) + "web,2023-01-02T10:00:00Z\n"
+    data = write(tmp_path, "in.csv", text)
+    mapping = write(tmp_path, "m.yaml", "source: {format: csv}\nentityId: {from: service, lookup: {web: app-1}}\n"
+                                         "timestamp: {from: ts}\n")
+    invalid = tmp_path / "invalid.jsonl"
+    code, out, err = run_cli("preview", data, "-m", mapping, "--invalid-out", invalid, "--show", "0")
+    assert (code, err) == (0, "")
+    assert "Rows: 41 read = 1 planned + 0 filtered + 0 duplicates + 40 invalid" in out
+    lines = [json.loads(line) for line in invalid.read_text(encoding="utf-8").splitlines()]
+    assert [line["row"] for line in lines] == list(range(2, 42))
+    assert lines[-1]["values"] == {"service": "svc39", "ts": "2023-01-01T10:00:00Z"}
+
+
+def test_invalid_rows_beyond_the_kept_ones_are_counted_not_held():
+    from backfill.plan import InvalidRow, InvalidRows
+
+    rows = InvalidRows(keep=3)
+    rows.extend(InvalidRow("f", i, "row", f"entityId: 'svc{i}' is not in the lookup", {"service": f"svc{i}"}) for i in range(10))
+    frame = pd.DataFrame({"service": [f"x{i}" for i in range(5)], ROW: range(20, 25)})
+    rows.add_chunk(frame, pd.Series([f"timestamp: cannot read 'x{i}'" for i in range(5)], index=frame.index), "f", "row")
+    assert (len(rows), list.__len__(rows), bool(rows)) == (15, 3, True)
+    assert [r.row for r in rows] == [0, 1, 2] and rows[:2] == list(rows)[:2]
+    assert rows.by_reason == {"entityId: '…' is not in the lookup": 10, "timestamp: cannot read '…'": 5}
+    sink = io.StringIO()
+    streamed = InvalidRows(keep=1, sink=sink)
+    streamed.add_chunk(frame, pd.Series(["bad"] * 5, index=frame.index), "f", "row")
+    assert len(sink.getvalue().splitlines()) == 5 and list.__len__(streamed) == 1
