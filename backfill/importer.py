@@ -47,7 +47,7 @@ from backfill.normalize import parse_instant
 from backfill.plan import FILE, ROW, Plan, build_plan
 from backfill.shipped import resolve_mapping
 from backfill.summary import duration_text, first_payloads, plan_summary
-from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, parse_rate_limit
+from backfill.throttle import DEFAULT_LIMITS, MAX_DURATION, RateLimit, Throttle, parse_rate_limit
 from backfill.uploader import (
     MAX_RETRIES_LIMIT,
     RESEND,
@@ -60,7 +60,7 @@ from backfill.uploader import (
 )
 
 KEY_ENV = "DEVGRID_API_KEY"
-DEFAULT_MAX_RETRIES = 5
+DEFAULT_GIVE_UP_AFTER = 7200.0
 DEFAULT_TIMEOUT = 30.0
 Paths = Sequence["str | os.PathLike[str]"]
 
@@ -122,8 +122,9 @@ class UploadSettings:
     batch_size: int = MAX_BATCH
     rate_limits: tuple[RateLimit, ...] | None = None
     on_uncertain: str | None = None
-    max_retries: int = DEFAULT_MAX_RETRIES
+    max_retries: int | None = None  # None: outages waited out until give_up_after (see UploadOptions)
     timeout: float = DEFAULT_TIMEOUT
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER  # seconds without a success before an outage stops the run
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH:
@@ -133,10 +134,14 @@ class UploadSettings:
             object.__setattr__(self, "rate_limits", limits or None)
         if self.on_uncertain not in (None, RESEND, SKIP):
             raise UsageError(f"on_uncertain: {self.on_uncertain!r} is neither {RESEND!r} nor {SKIP!r}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= MAX_RETRIES_LIMIT:
+        if self.max_retries is not None and (isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int)
+                                             or not 0 <= self.max_retries <= MAX_RETRIES_LIMIT):
             raise UsageError(f"max_retries: expected a whole number from 0 to {MAX_RETRIES_LIMIT}, got {self.max_retries!r}")
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not 0 < self.timeout <= MAX_TIMEOUT:
             raise UsageError(f"timeout: expected seconds above 0 and at most {MAX_TIMEOUT:g}, got {self.timeout!r}")
+        if isinstance(self.give_up_after, bool) or not isinstance(self.give_up_after, (int, float)) \
+                or not 0 < self.give_up_after <= MAX_DURATION:
+            raise UsageError(f"give_up_after: expected seconds above 0 and at most 31 days, got {self.give_up_after!r}")
 
     @property
     def limits(self) -> tuple[RateLimit, ...]:
@@ -645,6 +650,7 @@ def _upload(plain: Journal, api_key: str, settings: UploadSettings, options: dic
         batch_size=int(options.get("batch_size") or 15),
         on_uncertain=settings.on_uncertain or options.get("on_uncertain") or RESEND,
         max_retries=settings.max_retries,
+        give_up_after=float(settings.give_up_after),
     )
     if journal.recovered_in_flight:
         reporter.info(f"{journal.recovered_in_flight} events were in flight when the last run stopped: they are uncertain "

@@ -20,7 +20,7 @@ import numpy as np
 
 from backfill.errors import UsageError
 
-__all__ = ["DEFAULT_LIMITS", "RateLimit", "Throttle", "parse_rate_limit", "rate_limit_argument"]
+__all__ = ["DEFAULT_LIMITS", "RateLimit", "Throttle", "duration_argument", "parse_duration", "parse_rate_limit", "rate_limit_argument"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,28 @@ def rate_limit_argument(text: str) -> RateLimit:
     """parse_rate_limit for argparse `type=`: a bad value is a usage error of that option."""
     try:
         return parse_rate_limit(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_DURATION_RE = re.compile(r"\s*(?P<number>(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[a-z]*)\s*", re.IGNORECASE)
+MAX_DURATION = 31 * 86400.0
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of "2h", "90 min", "45s", "1.5h", "3d" (a bare number is seconds); up to 31 days."""
+    match = _DURATION_RE.fullmatch(text)
+    unit = (_UNITS.get(match["unit"].lower()) if match["unit"] else 1.0) if match else None
+    seconds = float(match["number"]) * unit if match and unit else math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DURATION):
+        raise UsageError(f"invalid duration {text!r}: expected a positive time up to 31 days, e.g. 2h, 30min or 90s")
+    return seconds
+
+
+def duration_argument(text: str) -> float:
+    """parse_duration for argparse `type=`."""
+    try:
+        return parse_duration(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -17,7 +17,7 @@ from backfill.errors import ExitStatus, UsageError
 from backfill.importer import KEY_ENV, PlanOptions, Reporter, UploadSettings
 from backfill.journal import Journal
 from backfill.summary import duration_text
-from backfill.throttle import Throttle, rate_limit_argument
+from backfill.throttle import duration_argument, Throttle, rate_limit_argument
 from backfill.uploader import RESEND, SKIP, Uploader, retries_argument
 
 
@@ -30,8 +30,9 @@ def upload_settings_from(args: argparse.Namespace) -> UploadSettings:
         batch_size=getattr(args, "batch_size", None) or importer.MAX_BATCH,
         rate_limits=tuple(args.rate_limits) if args.rate_limits else None,
         on_uncertain=getattr(args, "on_uncertain", None),
-        max_retries=getattr(args, "max_retries", importer.DEFAULT_MAX_RETRIES),
+        max_retries=getattr(args, "max_retries", None),
         timeout=getattr(args, "timeout", importer.DEFAULT_TIMEOUT),
+        give_up_after=getattr(args, "give_up_after", importer.DEFAULT_GIVE_UP_AFTER),
     )
 
 
@@ -58,8 +59,13 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-uncertain", choices=(RESEND, SKIP), default=None,
                         help="events that may or may not have reached the server: resend them (default; "
                              "reported as possibly duplicated) or skip them (reported as possibly missing)")
-    parser.add_argument("--max-retries", type=retries_argument, default=5, metavar="N",
-                        help="failed attempts in a row (5xx, network) before stopping, resumable (default 5)")
+    parser.add_argument("--max-retries", type=retries_argument, default=None, metavar="N",
+                        help="stop after N failed attempts in a row of any kind, resumable (default: outages are "
+                             "waited out up to --give-up-after; answers that settle nothing stop after 5)")
+    parser.add_argument("--give-up-after", type=duration_argument, default=importer.DEFAULT_GIVE_UP_AFTER,
+                        metavar="DURATION",
+                        help="an outage (server unreachable, 5xx, timeouts) is waited out with backoff until this "
+                             "long without a single success, then a clean, resumable stop (default 2h)")
     parser.add_argument("--timeout", type=timeout_argument, default=30.0, metavar="SECONDS",
                         help="for a whole request, answer included (default 30)")
 

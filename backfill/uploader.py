@@ -33,15 +33,20 @@ RECOVER_AFTER_S = 120.0  # seconds without a 429 before a limiter slowed by 429s
 SLOWDOWN_FLOOR = 0.5  # 429s never slow the limiter below this share of the configured counts
 MAX_429_BACKOFF = 60.0  # a 429 without Retry-After waits at most this (the windows do the rest)
 LONG_WAIT = 60.0  # waits longer than this are said on stderr, terminal or not
+SETTLE_RETRIES = 5  # answers in a row that settle nothing, without --max-retries
 
 
 @dataclass(frozen=True)
 class UploadOptions:
     batch_size: int = MAX_BATCH
     on_uncertain: str = RESEND  # resend | skip
-    max_retries: int = 5  # consecutive failed attempts (5xx, network) before stopping
+    # Failed attempts in a row before stopping: given, of any kind (the old rule); None, answers that
+    # settle nothing (2xx unaccounted, waits refused) stop after SETTLE_RETRIES and outages run until
+    # give_up_after.
+    max_retries: int | None = None
+    give_up_after: float = 7200.0  # seconds without a single success (server unreachable, 5xx) before stopping
     backoff_base: float = 1.0  # seconds; full jitter over base * 2**attempt
-    backoff_cap: float = 300.0
+    backoff_cap: float = 240.0  # an outage is retried at least every 4 minutes
     slowdown: float = 0.9  # each 429 scales the limiter's counts by this, down to SLOWDOWN_FLOOR
 
 
@@ -126,6 +131,9 @@ class Uploader:
         self.result = UploadResult(counts={}, batch_size=self.batch_size, events={"sent": 0, "rejected": 0, "uncertain": 0})
         self._queue: deque[list[PlannedEvent]] = deque()  # halves of a batch being bisected
         self._failures = 0  # consecutive failed attempts
+        self._last_success = throttle.now()  # monotonic: a machine asleep is not time spent trying
+        self._down_since: float | None = None  # wall clock of the first failure of the current outage
+        self._sleep_offset = _suspended()  # boot clock minus monotonic clock: grows while the machine sleeps
         self._throttled = 0  # consecutive 429s
 
     # ----------------------------------------------------------------- the loop
@@ -201,10 +209,11 @@ class Uploader:
                 self._failed(Outcome(api.UNCERTAIN, outcome.status,
                                      f"the answer accounts for {len(batch) - len(uncertain)} of {len(batch)} events"))
                 return
-            self._failures = self._throttled = 0
+            self._succeeded()
+            self._throttled = 0
             self._recover()
         elif kind == api.INVALID:
-            self._failures = 0
+            self._succeeded()
             self._invalid(request_no, batch, outcome)
         elif kind == api.TOO_LARGE:
             self._finish(request_no, outcome, pending=ids)
@@ -296,16 +305,53 @@ class Uploader:
         self.throttle.block_until(now + delay)
         self._announce(delay, f"429 from the server: waiting {duration_text(delay) if delay >= 60 else f'{delay:.1f} s'}")
 
+    def _succeeded(self) -> None:
+        if self._down_since is not None:
+            self.progress.note(f"the server answers again (unreachable since {_clock_text(self._down_since)}, "
+                               f"{duration_text(time.time() - self._down_since)})")
+        self._failures = 0
+        self._down_since = None
+        self._last_success = self.throttle.now()
+
     def _failed(self, outcome: Outcome) -> None:
+        """A failed attempt. The server unreachable or failing (network errors, timeouts, 5xx) is an
+        outage, retried with backoff until --give-up-after passes without a success; answers that
+        settle nothing while the server works stop after --max-retries in a row."""
         self._failures += 1
-        if self._failures > self.options.max_retries:
+        detail = f"{outcome.label}{': ' + outcome.detail if outcome.detail and outcome.detail != outcome.label else ''}"
+        outage = outcome.kind == api.NOT_SENT or (outcome.kind == api.UNCERTAIN and not 200 <= (outcome.status or 0) < 300)
+        self._noticed_sleep()
+        cap = self.options.max_retries
+        if (cap is not None or not outage) and self._failures > (SETTLE_RETRIES if cap is None else cap):
+            raise UploadStopped(f"stopped after {self._failures} failed attempts in a row (last: {detail})")
+        if not outage or cap is not None:
+            delay = self._backoff(self._failures)
+            self._announce(delay, f"{outcome.label}: retry {self._failures}/{cap or SETTLE_RETRIES} in {delay:.1f} s")
+            self.sleep(delay)
+            return
+        if self._down_since is None:
+            self._down_since = time.time()
+        failing = self.throttle.now() - self._last_success
+        if failing >= self.options.give_up_after:
             raise UploadStopped(
-                f"stopped after {self._failures} failed attempts in a row (last: {outcome.label}"
-                f"{': ' + outcome.detail if outcome.detail and outcome.detail != outcome.label else ''})"
+                f"no success for {duration_text(failing)} (--give-up-after {duration_text(self.options.give_up_after)}): "
+                f"the server is unreachable or failing since {_clock_text(self._down_since)} (last: {detail})"
             )
-        delay = self._backoff(self._failures)
-        self._announce(delay, f"{outcome.label}: retry {self._failures}/{self.options.max_retries} in {delay:.1f} s")
+        delay = min(self._backoff(self._failures), self.options.give_up_after - failing)
+        self._announce(
+            delay,
+            f"server unreachable since {_clock_text(self._down_since)} ({duration_text(time.time() - self._down_since)}; "
+            f"{detail}), next try {_clock_text(time.time() + delay)}",
+        )
         self.sleep(delay)
+
+    def _noticed_sleep(self) -> None:
+        """Say when the machine slept (a laptop lid): requests out across it are uncertain, as any
+        timeout; the monotonic clock, which the windows and --give-up-after use, stood still."""
+        offset = _suspended()
+        if offset - self._sleep_offset > 5.0:
+            self.progress.note(f"the machine was asleep for {duration_text(offset - self._sleep_offset)}; carrying on")
+        self._sleep_offset = offset
 
     def _on_wait(self, seconds: float, limit: RateLimit) -> None:
         until = time.strftime("%H:%M:%S", time.localtime(self.clock() + seconds))
@@ -317,6 +363,16 @@ class Uploader:
         self.progress.waiting(seconds, reason)
         if seconds > LONG_WAIT:
             self.progress.note(f"Waiting {duration_text(seconds)}: {reason}")
+
+
+def _suspended() -> float:
+    """Seconds this machine has been suspended since boot (boot clock minus monotonic); 0 where unknown."""
+    boot = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boot) - time.monotonic() if boot is not None else 0.0
+
+
+def _clock_text(wall: float) -> str:
+    return time.strftime("%H:%M", time.localtime(wall))
 
 
 def _seconds_text(seconds: float) -> str:

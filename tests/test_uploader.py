@@ -927,3 +927,43 @@ def test_a_limiter_slowed_by_429s_returns_to_the_configured_limits_after_calm_mi
     slowed = [t for t, limits in seen if limits != configured]
     assert slowed and max(slowed) - min(slowed) <= RECOVER_AFTER_S + 1  # back within minutes
     assert uploader.throttle.limits == configured
+
+
+# --------------------------------------------------------------------- outages waited out (no --max-retries)
+
+
+def test_an_outage_is_waited_out_with_capped_backoff_until_the_server_answers(h: Harness) -> None:
+    journal = h.create(30)
+    down = [fail(httpx.ConnectError("refused"))] * 6 + [answer(503)] * 3  # 9 failures, then the server is back
+    api = FakeApi(h.clock, script=[None, *down])
+    notes: list[str] = []
+    reasons: list[str] = []
+    uploader = h.uploader(api, backoff_cap=60.0)
+    uploader.progress.note = notes.append  # type: ignore[method-assign]
+    uploader.progress.waiting = lambda seconds, reason: reasons.append(reason)  # type: ignore[method-assign]
+    result = uploader.run()
+    assert journal.counts()["sent"] == 30 and result.events["sent"] == 30
+    waits = h.clock.sleeps
+    assert waits[:9] == pytest.approx([1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0])  # 0.5 * min(60, 2**n)
+    assert any("the server answers again" in n for n in notes)
+    assert all(r.startswith("server unreachable since ") and ", next try " in r for r in reasons[:9])
+    assert "cannot connect" in reasons[0] and "503" in reasons[8]
+
+
+def test_an_outage_longer_than_give_up_after_is_a_clean_resumable_stop(h: Harness) -> None:
+    journal = h.create(20)
+    api = FakeApi(h.clock, script=[fail(httpx.ConnectError("refused"))] * 100)
+    with pytest.raises(UploadStopped, match=r"no success for 10 min \(--give-up-after 10 min\).*cannot connect"):
+        h.uploader(api, give_up_after=600.0).run()
+    assert 5 < len(api.requests) < 20
+    assert sum(h.clock.sleeps) == pytest.approx(600.0)  # the last wait ends exactly at the limit
+    counts = journal.counts()
+    assert (counts["pending"], counts["uncertain"]) == (20, 0)  # refused connections reached nobody
+
+
+def test_answers_that_settle_nothing_still_stop_after_five_without_max_retries(h: Harness) -> None:
+    h.create(5)
+    api = FakeApi(h.clock, script=[lambda a, events: httpx.Response(201, json={})] * 50)
+    with pytest.raises(UploadStopped, match="6 failed attempts in a row"):
+        h.uploader(api).run()
+    assert len(api.requests) == 6
