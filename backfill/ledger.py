@@ -114,15 +114,23 @@ def fingerprint(body: str) -> str:
 
 
 def fingerprints(bodies: Any) -> list[str]:
-    """fingerprint() of every body of a pandas Series or arrow array of text, nulls stripped by arrow kernels."""
+    """fingerprint() of every body of a pandas Series or arrow array of text: nulls stripped by arrow
+    kernels (only in the bodies that hold one), then one sha256 per event."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     array = pa.array(bodies, type=pa.string()) if not isinstance(bodies, (pa.Array, pa.ChunkedArray)) else bodies
-    array = pc.replace_substring_regex(array, _NULL_LATER, "")
-    array = pc.replace_substring_regex(array, _NULL_FIRST, "{")
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    texts = array.cast(pa.binary()).to_pylist()
+    having = pc.indices_nonzero(pc.match_substring(array, '":null'))
+    if len(having):
+        stripped = pc.replace_substring_regex(array.take(having), _NULL_LATER, "")
+        stripped = pc.replace_substring_regex(stripped, _NULL_FIRST, "{").cast(pa.binary()).to_pylist()
+        for position, text in zip(having.to_pylist(), stripped):
+            texts[position] = text
     sha = hashlib.sha256
-    return [sha(text.encode("utf-8")).hexdigest() for text in array.to_pylist()]
+    return [sha(text).hexdigest() for text in texts]
 
 
 def key_id(base_url: str, api_key: str) -> str:
