@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -168,9 +169,7 @@ def main() -> None:
         print(f"preview without the report: {bare_s:.2f} s; with --report report.html: {report_s:.2f} s "
               f"(+{100 * (report_s / bare_s - 1):.0f}%, target <= 20%; times {', '.join(f'{r[0]:.2f}' for r in reported)} s)")
     if not args.keep:
-        for path in (csv_path, mapping, out):
-            os.unlink(path)
-        os.rmdir(work)
+        shutil.rmtree(work)  # the inputs, the bodies and, with --report, the report
 
 
 if __name__ == "__main__":
