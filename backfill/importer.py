@@ -411,10 +411,6 @@ def ledger_note(matches: LedgerMatches, target: str, *, resend: bool = False) ->
     return f"{head}: not sent again (backfill ledger show lists them; --resend-sent overrides)"
 
 
-def _open_ledger(base_url: str, key: str, path: Any) -> Ledger:
-    return open_for(base_url, key, path=path)
-
-
 def _preview_ledger(target: str | None, base_url: str | None, api_key: str | None, api_key_file: Any,
                     path: Any) -> tuple[Ledger | str | None, str]:
     """The ledger a preview consults (None: not told a target), or the line saying there is none yet;
@@ -496,7 +492,7 @@ def import_events(
     check_writable(checkpoint)  # before planning: a read-only place is said at once
     prints = fingerprints(inputs, mapping)
     recorded_options = plan_options(options, settings)
-    book = _open_ledger(base_url, key, ledger)
+    book = open_for(base_url, key, path=ledger)
     reporter.info(f"Checkpoint: {checkpoint}")
     reporter.info(f"Ledger: {book.path}")
 
@@ -618,7 +614,7 @@ def resume(
         options["rate_limits"] = [str(limit) for limit in settings.rate_limits]
     reporter.info(f"Resuming {checkpoint} -> {journal.target} ({journal.base_url})")
     try:
-        book = _open_ledger(journal.base_url, key, ledger)
+        book = open_for(journal.base_url, key, path=ledger)
     except BaseException:
         journal.close()
         raise

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Callable
 
 import pytest
 
 from backfill.cli import main
+from e2e_helpers import Processes
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CSV = ROOT / "samples" / "release-log.csv"
@@ -30,6 +32,16 @@ def own_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     monkeypatch.delenv("BACKFILL_LEDGER", raising=False)
     return state
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """The subprocesses (sandbox, `backfill`) of one end-to-end test, killed when it ends."""
+    processes = Processes(tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,6 @@ from e2e_helpers import ROOT, Processes, content, status, wait_until, write_rele
 
 MAPPING = ROOT / "mappings" / "release-log.yaml"
 FAST = ["--rate-limit", "20/0.2s"]
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.close()
 
 
 def import_args(inputs: list[Path], url: str, checkpoint: Path, *extra: str, mapping: Path = MAPPING) -> list[str]:

@@ -15,7 +15,6 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +45,6 @@ SAMPLES = [
     ("github-deployments.json", "github-deployments.yaml", ["--entity-id", "shop"]),
 ]
 FAST = ["--rate-limit", "20/0.2s"]
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.close()
 
 
 def import_args(inputs: list[Path], mapping: Path, url: str, checkpoint: Path, *extra: str) -> list[str]:

@@ -5,7 +5,6 @@ The fetch and the import are real subprocesses; the fake source servers run in t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from fetch_fakes import (
 
 MAPPINGS = ROOT / "mappings"
 FAST = ["--rate-limit", "20/0.2s"]
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.close()
 
 
 def fetch_preview_import(procs: Processes, tmp_path: Path, fetch_args: list[str], mapping: str, extra: list[str]) -> int:
