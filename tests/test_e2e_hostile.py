@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import ROOT, Processes, content, preview_bodies, status, write_release_log
-from test_e2e_sandbox import procs  # noqa: F401  (the fixture)
 
 RELEASE_LOG = ROOT / "mappings" / "release-log.yaml"
 
