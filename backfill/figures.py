@@ -65,72 +65,187 @@ BANDS = (
 # --- columns --------------------------------------------------------------------------------
 
 class _Columns:
-    """The plan's events as plain numpy arrays: seconds, week and month numbers, group codes."""
+    """The plan's events as numpy arrays in time order: seconds, day, ISO week and month numbers,
+    a dense code per entity and environment pair ("group"). Views of the plan's columns where
+    possible and 32-bit numbers elsewhere, so that the figures add little to a large plan's memory."""
 
     def __init__(self, plan: Plan):
         events = plan.events
         self.plan = plan
         self.n = len(events)
-        self.secs = _seconds(events[TS])
-        days = self.secs // DAY
-        self.week = days - (days + 3) % 7  # day number of the ISO week's Monday (1970-01-01 was a Thursday)
-        self.month = self.secs.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
-        self.entity = _categories(events, "entityId")
-        self.env = _categories(events, "env")
-        ent_codes, env_codes = self.entity[1], self.env[1]
-        self.group = ent_codes.astype(np.int64) * (len(self.env[0]) + 1) + (env_codes.astype(np.int64) + 1)
-        self.failed = (events["status"] == "failed").fillna(False).to_numpy(dtype=bool) if "status" in events.columns \
-            else np.zeros(self.n, dtype=bool)
-        self.file = events[FILE].to_numpy(dtype=np.int64)
-        self.row = events[ROW].to_numpy(dtype=np.int64)
+        secs = _seconds(events[TS])
+        self.order: np.ndarray | None = None  # the planner sorts oldest first; a plan built otherwise is sorted here
+        if self.n > 1 and not bool((secs[1:] >= secs[:-1]).all()):
+            self.order = np.argsort(secs, kind="stable")
+            secs = secs[self.order]
+        self.secs = secs
+        self.entity = _categories(events, "entityId", self.order)
+        self.env = _categories(events, "env", self.order)
+        width = len(self.env[0]) + 1
+        combined = self.entity[1].astype(np.int64) * width + self.env[1] + 1  # int64 from the first term on
+        size = max(1, len(self.entity[0])) * width
+        if size <= 4 * self.n + 4096:
+            self.pairs = np.flatnonzero(np.bincount(combined, minlength=size))  # the pairs present, as entity*width+env+1
+            remap = np.zeros(size, dtype=np.int32)
+            remap[self.pairs] = np.arange(len(self.pairs), dtype=np.int32)
+            self.group = remap[combined]
+        else:
+            codes, self.pairs = pd.factorize(combined, sort=True)
+            self.group = codes.astype(np.int32)
+        del combined
+        self.groups = len(self.pairs)
+        self.failed = self._reorder(
+            (events["status"] == "failed").fillna(False).to_numpy(dtype=bool) if "status" in events.columns
+            else np.zeros(self.n, dtype=bool))
+        self.file = events[FILE].to_numpy()
+        self.row = events[ROW].to_numpy()
+
+    def periods(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each event's ISO week (weeks since Monday 1969-12-29; 1970-01-01 was a Thursday) and month
+        (since 1970-01), made when needed and dropped after counting."""
+        day = self.secs // DAY
+        day += 3
+        day //= 7
+        weekno = day.astype(np.int32)
+        del day
+        return weekno, self.secs.view("datetime64[s]").astype("datetime64[M]").astype(np.int32)
+
+    def _reorder(self, values: np.ndarray) -> np.ndarray:
+        return values if self.order is None else values[self.order]
+
+    def text(self, column: str) -> pa.StringArray:
+        """A text column of the plan as one arrow string array, in time order."""
+        array = arrow_text(self.plan.events[column])
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        return array if self.order is None else array.take(pa.array(self.order))
 
     def group_name(self, code: int) -> tuple[str, str | None]:
         width = len(self.env[0]) + 1
-        ent, env = divmod(int(code), width)
+        ent, env = divmod(int(self.pairs[int(code)]), width)
         return str(self.entity[0][ent]), (str(self.env[0][env - 1]) if env else None)
 
+    def group_ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """The position of each group's first and of its last event."""
+        positions = np.arange(self.n)
+        first = np.full(self.groups, self.n, dtype=np.int64)
+        np.minimum.at(first, self.group, positions)
+        last = np.zeros(self.groups, dtype=np.int64)
+        np.maximum.at(last, self.group, positions)
+        return first, last
+
     def where(self, position: int) -> dict[str, Any]:
-        return {"file": self.plan.files[int(self.file[position])], "row": int(self.row[position])}
+        index = int(position) if self.order is None else int(self.order[int(position)])
+        return {"file": self.plan.files[int(self.file[index])], "row": int(self.row[index])}
 
 
 def _seconds(ts: pd.Series) -> np.ndarray:
     if not len(ts):
         return np.zeros(0, dtype=np.int64)
-    return ts.dt.as_unit("s").array.asi8.astype(np.int64)  # epoch seconds (UTC)
+    if ts.dt.unit != "s":
+        ts = ts.dt.as_unit("s")
+    return np.asarray(ts.array.asi8, dtype=np.int64)  # epoch seconds (UTC): a view of the plan's column
 
 
-def _codes(values: pd.Series) -> tuple[Any, np.ndarray]:
-    """A text column as (distinct values, indexable; code per row, -1 where missing), by arrow's hash
-    kernel. The distinct values stay an arrow array: only the few shown in examples become Python."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return [str(c) for c in values.cat.categories], values.cat.codes.to_numpy().astype(np.int64)
-    encoded = pc.dictionary_encode(arrow_text(values))
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return _Names(encoded.dictionary), codes
-
-
-class _Names:
-    """Distinct values of a column as an arrow array, read one at a time as text."""
-
-    def __init__(self, array: pa.Array):
-        self.array = array
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def __getitem__(self, code: int) -> str:
-        return str(self.array[int(code)].as_py())
-
-
-def _categories(events: pd.DataFrame, column: str) -> tuple[list[str], np.ndarray]:
+def _categories(events: pd.DataFrame, column: str, order: np.ndarray | None) -> tuple[list[str], np.ndarray]:
     if column not in events.columns:
-        return [], np.full(len(events), -1, dtype=np.int64)
+        return [], np.full(len(events), -1, dtype=np.int32)
     values = events[column]
     if not isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype("category")
-    return [str(c) for c in values.cat.categories], values.cat.codes.to_numpy()
+    codes = values.cat.codes.to_numpy()  # int8 for a few names: kept so
+    return [str(c) for c in values.cat.categories], codes if order is None else codes[order]
+
+
+# --- repeated values, by a fast 64-bit key and then exactly --------------------------------
+
+_WORDS = 16  # a value's first 128 bytes (and its length) make its fast key; equal fast keys are compared in full
+_CHUNK = 1 << 16  # values keyed at a time, so the temporary arrays stay small
+_MIX = np.random.default_rng(20240615).integers(0, 2**64 - 1, _WORDS + 2, dtype=np.uint64, endpoint=True) | np.uint64(1)
+
+
+def _fast_keys(text: pa.StringArray, scope: np.ndarray | None) -> np.ndarray | None:
+    """A 32-bit key per value (and scope code): equal values, equal keys; distinct values seldom
+    share one. Sums of the value's 8-byte words times fixed odd numbers, read from arrow's buffers
+    as a matrix: values of one length as they are, others (ASCII) padded with NUL to one width.
+    None when the values are neither (the caller compares them exactly)."""
+    n = len(text)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * text.offset)
+    valid = text.is_valid().to_numpy(zero_copy_only=False) if text.null_count else None
+    lengths = np.diff(offsets)
+    if valid is not None and lengths[~valid].any():  # arrow lets a missing value have bytes; ours have none
+        return None
+    present = lengths if valid is None else lengths[valid]
+    key = np.zeros(n, dtype=np.uint32)
+    if not len(present):
+        return key
+    shortest, longest = int(present.min()), int(present.max())
+    del present
+    if shortest != longest and (longest > 8 * _WORDS or pc.all(pc.string_is_ascii(text)).as_py() is False):
+        return None
+    width = longest if shortest == longest else -(-longest // 8) * 8
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        rows = slice(start, stop) if valid is None else start + np.flatnonzero(valid[start:stop])
+        if not width:  # only empty values
+            matrix = np.zeros((0, 0), dtype=np.uint8)
+        elif shortest == longest:  # the values' bytes lie one after another in the data buffer: a matrix as is
+            matrix = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[start]:offsets[stop]].reshape(-1, width)
+        else:
+            padded = pc.utf8_rpad(text.slice(start, stop - start), width, "\0")
+            ends = np.frombuffer(padded.buffers()[1], dtype=np.int32, count=len(padded) + 1, offset=4 * padded.offset)
+            if ends[-1] - ends[0] != width * (len(padded) - padded.null_count):
+                return None
+            matrix = np.frombuffer(padded.buffers()[2], dtype=np.uint8)[ends[0]:ends[-1]].reshape(-1, width)
+        hashed = lengths[rows].astype(np.uint64) * _MIX[0]
+        if scope is not None:
+            hashed += scope[rows].astype(np.uint64) * _MIX[-1]
+        words = matrix.view("<u8") if width % 8 == 0 else None  # 8-byte words as they lie, else copied out
+        for index in range(min(_WORDS, -(-width // 8))):
+            if words is not None:
+                word = words[:, index]
+            else:
+                block = np.zeros((len(matrix), 8), dtype=np.uint8)
+                part = matrix[:, 8 * index:8 * index + 8]
+                block[:, :part.shape[1]] = part
+                word = block.view("<u8")[:, 0]
+            hashed += word * _MIX[index + 1]
+        key[rows] = hashed >> np.uint64(32)
+    return key
+
+
+def _maybe_repeated(key: np.ndarray) -> np.ndarray:
+    """Positions whose key occurs more than once."""
+    ordered = np.sort(key)
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return np.zeros(0, dtype=np.int64)
+    values = np.unique(ordered[1:][same])
+    del ordered, same
+    buckets = np.zeros(1 << 20, dtype=bool)  # a first look by the top 20 bits, then the few in full
+    buckets[values >> np.uint32(12)] = True
+    near = np.flatnonzero(buckets[key >> np.uint32(12)])
+    return near[np.isin(key[near], values)]
+
+
+def _repeated(cols: _Columns, column: str, *, scoped: bool) -> tuple[np.ndarray, np.ndarray, pa.StringArray]:
+    """The events whose value of a text column occurs more than once (within their entity and
+    environment when `scoped`): positions ordered by group, value and time, a run number per
+    position (equal for one value), and the column. Missing values never repeat. A fast key finds
+    the few candidates; only they are compared in full."""
+    text = cols.text(column)
+    key = _fast_keys(text, cols.group if scoped else None)
+    candidates = np.arange(cols.n) if key is None else _maybe_repeated(key)
+    del key
+    if text.null_count and len(candidates):
+        candidates = candidates[text.take(pa.array(candidates)).is_valid().to_numpy(zero_copy_only=False)]
+    if len(candidates) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), text
+    encoded = pc.dictionary_encode(text.take(pa.array(candidates)))
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    exact = cols.group[candidates] * np.int64(len(encoded.dictionary) + 1) + codes if scoped else codes
+    positions, runs = _repeats(exact)
+    return candidates[positions], runs, text
 
 
 def iso_text(secs: int) -> str:
@@ -163,86 +278,124 @@ def band(median_week: float, median_month: float) -> str:
 
 # --- figures --------------------------------------------------------------------------------
 
-def _series(cols: _Columns, members: np.ndarray, lead: np.ndarray | None) -> dict[str, Any]:
-    """The figures of one group (the events at `members`, oldest first)."""
-    secs, week, month, failed = cols.secs[members], cols.week[members], cols.month[members], cols.failed[members]
-    first_week, last_week = int(week.min()), int(week.max())
-    slot = (week - first_week) // 7
-    weeks_n = (last_week - first_week) // 7 + 1
-    total_w = np.bincount(slot, minlength=weeks_n)
-    failed_w = np.bincount(slot, weights=failed, minlength=weeks_n).astype(np.int64)
-    first_month, last_month = int(month.min()), int(month.max())
-    mslot = month - first_month
-    months_n = last_month - first_month + 1
-    total_m = np.bincount(mslot, minlength=months_n)
-    failed_m = np.bincount(mslot, weights=failed, minlength=months_n).astype(np.int64)
-    labels = [_week_label(first_week + 7 * i) for i in range(weeks_n)]
+class _Counts:
+    """Events per period (ISO week or month) for every group at once: group g's counts, from its
+    first period to its last, are `total[base[g]:base[g + 1]]` (and `failed[...]`), starting at
+    period `first[g]`. One bincount over all events, no sort (events are in time order, so a
+    group's first and last periods are those of its first and last events)."""
+
+    def __init__(self, cols: _Columns, period: np.ndarray, ends: tuple[np.ndarray, np.ndarray]):
+        self.first = period[ends[0]].astype(np.int64)
+        self.base = np.zeros(cols.groups + 1, dtype=np.int64)
+        np.cumsum(period[ends[1]] - self.first + 1, out=self.base[1:])
+        cell = (self.base[:-1] - self.first)[cols.group]
+        cell += period
+        cells = int(self.base[-1])
+        self.total = np.bincount(cell, minlength=cells)
+        self.failed = np.bincount(cell[cols.failed], minlength=cells)
+        del cell
+        self.all_first = int(period[0])
+        span = int(period[-1]) - self.all_first + 1
+        self.all_total, self.all_failed = np.zeros(span, dtype=np.int64), np.zeros(span, dtype=np.int64)
+        for g in range(cols.groups):  # all events: the groups' counts added up
+            at, total, failed = self.of(g)
+            self.all_total[at - self.all_first:at - self.all_first + len(total)] += total
+            self.all_failed[at - self.all_first:at - self.all_first + len(total)] += failed
+
+    def of(self, g: int | None) -> tuple[int, np.ndarray, np.ndarray]:
+        """(first period, counts, failed counts) of group g, or of all events for None."""
+        if g is None:
+            return self.all_first, self.all_total, self.all_failed
+        span = slice(int(self.base[g]), int(self.base[g + 1]))
+        return int(self.first[g]), self.total[span], self.failed[span]
+
+
+def _series(weeks: _Counts, months: _Counts, g: int | None, first_last: tuple[int, int],
+            lead: np.ndarray | None) -> dict[str, Any]:
+    """The figures of one group (None: all events)."""
+    first_week, total_w, failed_w = weeks.of(g)
+    first_month, total_m, failed_m = months.of(g)
+    labels = [_week_label(7 * (first_week + i) - 3) for i in range(len(total_w))]
     per_week, per_month = _median(total_w), _median(total_m)
-    n, n_failed = int(len(members)), int(failed.sum())
+    n, n_failed = int(total_m.sum()), int(failed_m.sum())
     out: dict[str, Any] = {
         "deployments": n,
         "failed": n_failed,
-        "first": iso_text(secs[0]),
-        "last": iso_text(secs[-1]),
-        "weeks_spanned": int(weeks_n),
-        "months_spanned": int(months_n),
+        "first": iso_text(first_last[0]),
+        "last": iso_text(first_last[1]),
+        "weeks_spanned": len(total_w),
+        "months_spanned": len(total_m),
         "median_per_week": per_week,
         "median_per_month": per_month,
         "band": band(per_week, per_month),
         "change_failure_rate": round(n_failed / n, 4),
         "weeks": [
             {"week": label, "start": start, "deployments": int(t), "success": int(t - f), "failed": int(f)}
-            for (label, start), t, f in zip(labels, total_w, failed_w)
+            for (label, start), t, f in zip(labels, total_w.tolist(), failed_w.tolist())
         ],
         "months": [
             {"month": _month_label(first_month + i), "deployments": int(t), "failed": int(f),
              "change_failure_rate": round(f / t, 4) if t else None}
-            for i, (t, f) in enumerate(zip(total_m, failed_m))
+            for i, (t, f) in enumerate(zip(total_m.tolist(), failed_m.tolist()))
         ],
     }
     if lead is not None:
-        hours = lead[members]
-        usable = hours[~np.isnan(hours)]
         out["lead_time"] = {
-            "deployments_with_commit_time": int(len(usable)),
-            "median_hours": round(float(np.median(usable)), 2) if len(usable) else None,
-            "p90_hours": round(float(np.percentile(usable, 90)), 2) if len(usable) else None,
+            "deployments_with_commit_time": int(len(lead)),
+            "median_hours": round(float(np.median(lead)), 2) if len(lead) else None,
+            "p90_hours": round(float(np.percentile(lead, 90)), 2) if len(lead) else None,
         }
     return out
 
 
-def _lead_hours(cols: _Columns) -> tuple[np.ndarray | None, dict[str, int]]:
-    """Hours from commit to deployment per event (NaN where not usable), and what was left out."""
+def _lead_hours(cols: _Columns) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, int]]:
+    """Hours from commit to deployment of the usable events (successful, commit not after the
+    deployment), their groups, and what was left out."""
     events = cols.plan.events
     if COMMIT_TS not in events.columns:
-        return None, {}
+        return None, None, {}
     commit = events[COMMIT_TS]
-    has = commit.notna().to_numpy()
+    has = cols._reorder(commit.notna().to_numpy())
     csecs = np.zeros(cols.n, dtype=np.int64)
     if has.any():
-        csecs[has] = _seconds(commit[has])
+        csecs[has] = cols._reorder(_seconds(commit.fillna(pd.Timestamp(0, tz="UTC"))))[has]
     hours = (cols.secs - csecs) / 3600.0
+    del csecs
     negative = has & (hours < 0)
     usable = has & ~negative & ~cols.failed
-    hours = np.where(usable, hours, np.nan)
-    return hours, {"with_commit_time": int(has.sum()), "commit_after_deployment": int(negative.sum()),
-                   "failed_left_out": int((has & cols.failed).sum())}
+    return hours[usable], cols.group[usable], {
+        "with_commit_time": int(has.sum()), "commit_after_deployment": int(negative.sum()),
+        "failed_left_out": int((has & cols.failed).sum())}
+
+
+def _by_group(values: np.ndarray, groups: np.ndarray, count: int) -> list[np.ndarray]:
+    """values split by group code (0..count-1), each part in its original order."""
+    order = np.argsort(groups.astype(np.uint16) if count <= 2**16 else groups, kind="stable")  # radix for small codes
+    ends = np.cumsum(np.bincount(groups, minlength=count))
+    return np.split(values[order], ends[:-1])
 
 
 def compute(plan: Plan, *, now: datetime | None = None) -> dict[str, Any]:
     """Every figure and warning of the report, as plain data (see the module docstring)."""
     now = now or datetime.now(timezone.utc)
     cols = _Columns(plan)
-    lead, lead_notes = _lead_hours(cols)
+    lead, lead_groups, lead_notes = _lead_hours(cols)
     groups: list[dict[str, Any]] = []
     overall: dict[str, Any] | None = None
+    months: _Counts | None = None
     if cols.n:
-        overall = {"entity": ALL, "env": None, **_series(cols, np.arange(cols.n), lead)}
-        order = np.argsort(cols.group, kind="stable")  # each group's events stay oldest first
-        codes, starts = np.unique(cols.group[order], return_index=True)
-        for code, members in zip(codes, np.split(order, starts[1:])):
-            entity, env = cols.group_name(code)
-            groups.append({"entity": entity, "env": env, **_series(cols, members, lead)})
+        ends = cols.group_ends()
+        weekno, month = cols.periods()
+        weeks, months = _Counts(cols, weekno, ends), _Counts(cols, month, ends)
+        del weekno, month
+        lowest, highest = cols.secs[ends[0]], cols.secs[ends[1]]
+        leads = _by_group(lead, lead_groups, cols.groups) if lead is not None else [None] * cols.groups
+        overall = {"entity": ALL, "env": None,
+                   **_series(weeks, months, None, (int(cols.secs[0]), int(cols.secs[-1])), lead)}
+        for g in range(cols.groups):
+            entity, env = cols.group_name(g)
+            groups.append({"entity": entity, "env": env,
+                           **_series(weeks, months, g, (int(lowest[g]), int(highest[g])), leads[g])})
         groups.sort(key=lambda g: (-g["deployments"], g["entity"], g["env"] or ""))
     report = plan.report
     return {
@@ -256,7 +409,7 @@ def compute(plan: Plan, *, now: datetime | None = None) -> dict[str, Any]:
         "lead_time_source": _lead_source(plan, lead_notes),
         "all": overall,
         "groups": groups,
-        "warnings": warnings(cols, plan, now, lead_notes),
+        "warnings": warnings(cols, plan, now, lead_notes, months),
     }
 
 
@@ -277,11 +430,12 @@ def _warning(code: str, title: str, count: int, advice: str, examples: list[dict
             "examples": examples[:EXAMPLES], **({"listed": listed[:LISTED]} if listed is not None else {})}
 
 
-def warnings(cols: _Columns, plan: Plan, now: datetime, lead_notes: dict[str, int]) -> list[dict[str, Any]]:
+def warnings(cols: _Columns, plan: Plan, now: datetime, lead_notes: dict[str, int],
+             months: _Counts | None = None) -> list[dict[str, Any]]:
     found = [
         *_time_range(cols, now), *_same_second(cols), *_same_build(cols, plan), *_missing_sha(cols, plan),
-        *_env_names(cols), *_truncated(plan), *_redeployments(cols, plan), *_gaps(cols), *_commit_field(plan, lead_notes),
-        *_first_deployments(cols),
+        *_env_names(cols), *_truncated(plan), *_redeployments(cols, plan), *_gaps(cols, months),
+        *_commit_field(plan, lead_notes), *_first_deployments(cols),
     ]
     return [w for w in found if w["count"]]
 
@@ -316,8 +470,12 @@ def _repeats(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _same_second(cols: _Columns) -> list[dict[str, Any]]:
-    key = cols.group * (1 << 34) + (cols.secs + (1 << 32))  # years 1834-2514 fit in 34 bits
+    # events are in time order: only events in the same second as a neighbour can share a second
+    same = cols.secs[1:] == cols.secs[:-1]
+    near = np.flatnonzero(np.r_[same, False] | np.r_[False, same])
+    key = cols.group[near] * np.int64(1 << 34) + (cols.secs[near] + (1 << 32))  # years 1834-2514 fit in 34 bits
     positions, runs = _repeats(key)
+    positions = near[positions]
     examples = []
     for run in np.unique(runs)[:EXAMPLES]:
         members = positions[runs == run]
@@ -348,12 +506,11 @@ def _same_build(cols: _Columns, plan: Plan) -> list[dict[str, Any]]:
     count = 0
     column = BUILD if BUILD in events.columns else "build_id" if "build_id" in events.columns else None
     if column is not None and cols.n:
-        names, codes = _codes(events[column])
         # report.build names a build on its own; a build_id is a number within one entity's environment
-        key = codes if column == BUILD else np.where(codes >= 0, cols.group * (len(names) + 1) + codes, -1)
-        positions, runs = _repeats(key)
+        positions, runs, text = _repeated(cols, column, scoped=column != BUILD)
         if len(positions):
-            frame = events.iloc[positions][_value_columns(events)].reset_index(drop=True)
+            source = positions if cols.order is None else cols.order[positions]
+            frame = events.iloc[source][_value_columns(events)].reset_index(drop=True)
             frame["_run"], frame["_p"] = runs, positions
             differs = _differing(frame, "_run")
             count += int(differs.sum())
@@ -362,7 +519,7 @@ def _same_build(cols: _Columns, plan: Plan) -> list[dict[str, Any]]:
                 also = ", ".join(f"row {cols.where(p)['row']}" for p in others[:3])
                 entity, env = cols.group_name(cols.group[first])
                 owner = f" of {entity} / {env or '-'}" if column != BUILD else ""
-                examples.append({**cols.where(first), "detail": f"build {names[codes[first]].replace(chr(31), ', ')!r}"
+                examples.append({**cols.where(first), "detail": f"build {text[int(first)].as_py().replace(chr(31), ', ')!r}"
                                  f"{owner} planned {len(others) + 1} times with different values (also {also})"})
     folded = plan.folded
     if folded is not None and len(folded):
@@ -392,17 +549,19 @@ def _missing_sha(cols: _Columns, plan: Plan) -> list[dict[str, Any]]:
     events = plan.events
     if not cols.n:
         return []
-    missing = (events["build_commit_sha"].isna().to_numpy() if "build_commit_sha" in events.columns
+    missing = (cols._reorder(events["build_commit_sha"].isna().to_numpy()) if "build_commit_sha" in events.columns
                else np.ones(cols.n, dtype=bool))
-    ent = cols.entity[1]
-    totals = np.bincount(ent, minlength=len(cols.entity[0]))
-    lacking = np.bincount(ent, weights=missing, minlength=len(cols.entity[0])).astype(np.int64)
+    ent, entities = cols.entity[1], len(cols.entity[0])
+    at = np.flatnonzero(missing)
+    totals = np.bincount(ent, minlength=entities)
+    lacking = np.bincount(ent[at], minlength=entities)
+    first = np.full(entities, cols.n, dtype=np.int64)
+    np.minimum.at(first, ent[at], at)
     examples = []
     for code in np.flatnonzero(lacking):
-        first = int(np.flatnonzero(missing & (ent == code))[0])
-        examples.append({**cols.where(first), "detail": f"{cols.entity[0][code]}: {lacking[code]} of "
+        examples.append({**cols.where(first[code]), "detail": f"{cols.entity[0][code]}: {lacking[code]} of "
                          f"{totals[code]} events ({100 * lacking[code] / totals[code]:.1f}%) without build_commit_sha"})
-    return [_warning("no_commit_sha", "events without build_commit_sha", int(missing.sum()),
+    return [_warning("no_commit_sha", "events without build_commit_sha", len(at),
                      "lead time for changes cannot be computed for them; map build_commit_sha from the export's "
                      "commit field", examples)]
 
@@ -480,16 +639,9 @@ def _truncated(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _redeployments(cols: _Columns, plan: Plan) -> list[dict[str, Any]]:
-    events = plan.events
-    if "build_commit_sha" not in events.columns or not cols.n:
+    if "build_commit_sha" not in plan.events.columns or not cols.n:
         return []
-    names, sha = _codes(events["build_commit_sha"])
-    by_group = np.argsort(cols.group, kind="stable")  # each group's events, oldest first
-    starts = np.r_[0, np.flatnonzero(np.diff(cols.group[by_group])) + 1]
-    rank = np.empty(cols.n, dtype=np.int64)  # position of each event within its group
-    rank[by_group] = np.arange(cols.n) - np.repeat(starts, np.diff(np.r_[starts, cols.n]))
-    key = np.where(sha >= 0, cols.group * (len(names) + 1) + sha, -1)
-    positions, runs = _repeats(key)  # ordered by key, then oldest first
+    positions, runs, sha = _repeated(cols, "build_commit_sha", scoped=True)  # by group and SHA, then oldest first
     again = np.r_[False, runs[1:] == runs[:-1]] if len(runs) else np.zeros(0, dtype=bool)
     previous = np.r_[positions[:1], positions[:-1]]
     listed = []
@@ -497,37 +649,34 @@ def _redeployments(cols: _Columns, plan: Plan) -> list[dict[str, Any]]:
     by_time = np.argsort(later, kind="stable")[:LISTED]  # listed oldest first
     for p, prev in zip(later[by_time], earlier[by_time]):
         entity, env = cols.group_name(cols.group[p])
-        between = int(rank[p] - rank[prev] - 1)
+        between = int(np.count_nonzero(cols.group[prev + 1:p] == cols.group[p]))
         kind = (f"rollback: {between} other deployment{'s' if between != 1 else ''} in between" if between
                 else "again right after the previous one")
-        listed.append({**cols.where(p), "detail": f"{entity} / {env or '-'}: {names[sha[p]][:12]} at "
+        listed.append({**cols.where(p), "detail": f"{entity} / {env or '-'}: {sha[int(p)].as_py()[:12]} at "
                        f"{iso_text(cols.secs[p])} ({kind})"})
     return [_warning("redeployed_sha", "redeployments of a SHA deployed earlier to the same entity and environment",
                      int(again.sum()), "DevGrid counts each as a deployment; a rollback is often one. Leave them in "
                      "if they were real deployments", listed, listed)]
 
 
-def _gaps(cols: _Columns) -> list[dict[str, Any]]:
-    if not cols.n:
+def _gaps(cols: _Columns, months: _Counts | None) -> list[dict[str, Any]]:
+    if not cols.n or months is None:
         return []
     examples = []
     count = 0
-    order = np.argsort(cols.group, kind="stable")
-    codes, starts = np.unique(cols.group[order], return_index=True)
-    for code, members in zip(codes, np.split(order, starts[1:])):
-        months = cols.month[members]
-        first = int(months.min())
-        per = np.bincount(months - first)
-        busy = np.flatnonzero(per >= BUSY_MONTH)
+    for g in range(cols.groups):
+        first, per, _ = months.of(g)
         nonzero = np.flatnonzero(per)
         # a run of empty months between two consecutive non-empty months that are both busy
-        for before, after in zip(nonzero[:-1], nonzero[1:]):
-            if after - before > 1 and before in busy and after in busy:
-                count += int(after - before - 1)
-                entity, env = cols.group_name(code)
+        for before, after in zip(nonzero[:-1].tolist(), nonzero[1:].tolist()):
+            if after - before > 1 and per[before] >= BUSY_MONTH and per[after] >= BUSY_MONTH:
+                count += after - before - 1
+                entity, env = cols.group_name(g)
                 gap = (_month_label(first + before + 1) if after - before == 2
                        else f"{_month_label(first + before + 1)} .. {_month_label(first + after - 1)}")
-                last_before = members[months == first + before][-1]
+                bounds = np.array([first + before, first + before + 1], dtype="datetime64[M]").astype("datetime64[s]")
+                low, high = np.searchsorted(cols.secs, bounds.astype(np.int64))  # events are in time order
+                last_before = low + int(np.flatnonzero(cols.group[low:high] == g)[-1])
                 examples.append({**cols.where(last_before), "detail": f"{entity} / {env or '-'}: no deployments in "
                                  f"{gap}, between {per[before]} in {_month_label(first + before)} and "
                                  f"{per[after]} in {_month_label(first + after)}"})
@@ -549,7 +698,9 @@ def _first_deployments(cols: _Columns) -> list[dict[str, Any]]:
     if not cols.n:
         return []
     ent = cols.entity[1]
-    _, first = np.unique(ent, return_index=True)  # events are oldest first
+    first = np.full(len(cols.entity[0]), cols.n, dtype=np.int64)
+    np.minimum.at(first, ent, np.arange(cols.n))  # events are oldest first
+    first = first[first < cols.n]
     listed = [{**cols.where(p), "detail": f"{cols.entity[0][ent[p]]}: first imported deployment "
                f"{iso_text(cols.secs[p])}"} for p in first]
     return [_warning("first_deployment", "first imported deployment of each entity", len(first),
