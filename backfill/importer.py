@@ -42,6 +42,7 @@ from backfill.inputs import check_outputs
 from backfill.journal import Journal, PlannedEvent, check_writable
 from backfill.redact import SECRETS
 from backfill.ledger import Ledger, LedgeredJournal, LedgerMatches, SharedBudget, open_for
+from backfill.ledger import fingerprints as body_fingerprints
 from backfill.mapping import load_mapping
 from backfill.normalize import parse_instant
 from backfill.plan import FILE, ROW, Plan, build_plan
@@ -360,35 +361,56 @@ def describe_changes(old: dict[str, str], new: dict[str, str], old_opts: dict, n
     return changes
 
 
-def planned_events(plan: Plan, skip: frozenset[int] = frozenset()) -> Iterator[PlannedEvent]:
-    """The plan's events in send order, but those at the positions in `skip` (the ledger knows them)."""
+PLAN_SLICE = 50_000  # events per slice when the plan goes into a checkpoint
+
+
+def planned_slices(plan: Plan, step: int = PLAN_SLICE) -> Iterator[tuple[Iterator[tuple[str, int, str, str, int, str]], Any]]:
+    """The plan's events in send order, a slice at a time, each request body built once:
+    (rows `(event_id, seq, body, source_file, source_row, timestamp)` for the checkpoint, the
+    slice's bodies as arrow text for the ledger's fingerprints). Columns, not rows, cross into Python."""
+    import numpy as np
+
+    from backfill.normalize import arrow_text
+
     events = plan.events
-    ids = plan.event_ids()
-    step = 50_000
+    ids = arrow_text(plan.event_ids())
+    files = np.array(plan.files, dtype=object)
     for start in range(0, len(events), step):
         part = events.iloc[start : start + step]
-        bodies = plan.bodies(start, start + step)
-        for seq, event_id, body, file_index, row, ts in zip(
-            range(start, start + len(part)), ids.iloc[start : start + step], bodies, part[FILE], part[ROW], part["timestamp"]
-        ):
-            if seq not in skip:
-                yield PlannedEvent(event_id, seq, body, plan.files[int(file_index)], int(row), ts)
+        bodies = arrow_text(plan.bodies(start, start + step))
+        rows = zip(
+            ids.slice(start, len(part)).to_pylist(),
+            range(start, start + len(part)),
+            bodies.to_pylist(),
+            files[part[FILE].to_numpy(dtype=np.int64)].tolist(),
+            part[ROW].to_numpy(dtype=np.int64).tolist(),
+            arrow_text(part["timestamp"]).to_pylist(),
+        )
+        yield rows, bodies
+
+
+def planned_events(plan: Plan, skip: frozenset[int] = frozenset()) -> Iterator[PlannedEvent]:
+    """The plan's events in send order, but those at the positions in `skip` (the ledger knows them)."""
+    for rows, _ in planned_slices(plan):
+        for row in rows:
+            if row[1] not in skip:
+                yield PlannedEvent(*row)
 
 
 # --------------------------------------------------------------------- the ledger
 
 
-def known_to_ledger(plan: Plan, ledger: Ledger, checkpoint_uid: str | None) -> LedgerMatches:
-    """The planned events that an import to the same target and key sent, or may have sent."""
-    from backfill.ledger import fingerprints as body_fingerprints
-
-    if not len(plan):
+def known_to_ledger(plan: Plan, ledger: Ledger, checkpoint_uid: str | None,
+                    prints: Sequence[str] | None = None) -> LedgerMatches:
+    """The planned events that an import to the same target and key sent, or may have sent.
+    `prints`: the bodies' fingerprints when already computed (an empty ledger needs none)."""
+    if not len(plan) or ledger.is_empty():
         return LedgerMatches([], [], {}, 0)
-    ids = plan.event_ids().tolist()
-    prints: list[str] = []
-    for start in range(0, len(plan), 100_000):
-        prints += body_fingerprints(plan.bodies(start, start + 100_000))
-    return ledger.known(ids, prints, checkpoint=checkpoint_uid)
+    if prints is None:
+        prints = []
+        for start in range(0, len(plan), 100_000):
+            prints += body_fingerprints(plan.bodies(start, start + 100_000))
+    return ledger.known(plan.event_ids().tolist(), prints, checkpoint=checkpoint_uid)
 
 
 def ledger_note(matches: LedgerMatches, target: str, *, resend: bool = False) -> str | None:
@@ -496,16 +518,19 @@ def import_events(
     reporter.info(f"Checkpoint: {checkpoint}")
     reporter.info(f"Ledger: {book.path}")
 
-    def make_plan(uid: str | None) -> tuple[Plan, LedgerMatches]:
+    def make_plan() -> Plan:
         result = _plan(inputs, mapping, options, invalid_out, for_import=True)
         reporter.info(plan_summary(result, batch_size=settings.batch_size, limits=settings.limits))
-        matches = known_to_ledger(result, book, uid)
+        return result
+
+    def ledger_matches(result: Plan, uid: str | None, prints: Sequence[str] | None = None) -> LedgerMatches:
+        matches = known_to_ledger(result, book, uid, prints)
         note = ledger_note(matches, target, resend=resend_sent)
         if note:
             (reporter.error if resend_sent else reporter.info)(note)
         if resend_sent:
             matches = LedgerMatches([], [], {}, 0)
-        return result, matches
+        return matches
 
     with book:
         if os.path.exists(checkpoint):
@@ -535,7 +560,8 @@ def import_events(
                 )
             if changes or not journal.plan_complete:
                 try:
-                    new_plan, matches = make_plan(journal.uid)
+                    new_plan = make_plan()
+                    matches = ledger_matches(new_plan, journal.uid)
                     check_strict(new_plan, strict, sent=True)
                 except BaseException:
                     journal.close()
@@ -562,22 +588,29 @@ def import_events(
             else:
                 reporter.info("Resuming the import recorded in the checkpoint (inputs and mapping unchanged).")
         else:
-            new_plan, matches = make_plan(None)
-            check_strict(new_plan, strict, sent=True)
-            to_send = len(new_plan) - len(matches)
-            if not to_send:
-                reporter.info("Nothing to send.")
-                return ImportResult(checkpoint)
-            question = (f"Send {to_send} events in {-(-to_send // settings.batch_size)} requests to "
-                        f"{target} ({base_url})?")
-            if not reporter.confirm(question):
-                reporter.info("Nothing sent.")
-                return ImportResult(checkpoint, declined=True)
-            journal = Journal.create(checkpoint, target=target, base_url=base_url, fingerprints=prints, options=recorded_options)
-            journal.add_events(planned_events(new_plan, frozenset(matches.positions)))
-            if len(matches):
-                journal.forget_elsewhere([], matches.checkpoints)
-            journal.set_invalid_count(len(new_plan.report.invalid))
+            new_plan = make_plan()
+            # The checkpoint is built beside its path while the bodies are made (once, a slice at a
+            # time, in one transaction), and published, complete, once the question is answered.
+            with Journal.draft(checkpoint, target=target, base_url=base_url, fingerprints=prints,
+                               options=recorded_options) as draft:
+                contents: list[str] | None = None if book.is_empty() else []
+                for rows, bodies in planned_slices(new_plan):
+                    draft.add(rows)
+                    if contents is not None:
+                        contents += body_fingerprints(bodies)
+                matches = ledger_matches(new_plan, None, contents)
+                check_strict(new_plan, strict, sent=True)
+                to_send = len(new_plan) - len(matches)
+                if not to_send:
+                    reporter.info("Nothing to send.")
+                    return ImportResult(checkpoint)
+                question = (f"Send {to_send} events in {-(-to_send // settings.batch_size)} requests to "
+                            f"{target} ({base_url})?")
+                if not reporter.confirm(question):
+                    reporter.info("Nothing sent.")
+                    return ImportResult(checkpoint, declined=True)
+                journal = draft.publish(leave_out=matches.positions, invalid_count=len(new_plan.report.invalid),
+                                        meta={"sent_elsewhere": matches.checkpoints} if len(matches) else None)
         return ImportResult(checkpoint, _upload(journal, key, settings, recorded_options, "import", reporter, book,
                                                 resend_sent, notes=key_file_warning(api_key_file)))
 

@@ -5,10 +5,14 @@ before the method returns, so an acknowledged change survives `kill -9` and powe
 transaction the WAL is checkpointed into the main file, so a checkpoint copied, or cleaned up,
 without its `-wal` file still holds every change but the one being made when the process died:
 losing that one can only make events uncertain, or leave unsent ones pending, never make sent
-events look new. The file is created atomically (built under a temporary name without WAL,
-verified, then hard-linked into place), so a checkpoint path either does not exist or holds a
-complete, empty checkpoint. A full disk is `DiskFull`: the transaction is rolled back, nothing
-committed is lost.
+events look new. The file is created atomically (built under a temporary name without WAL, the
+plan included, in one transaction: `Journal.draft`; then synced, verified and hard-linked into
+place), so a checkpoint path either does not exist or holds a complete checkpoint. A full disk is
+`DiskFull`: the transaction is rolled back, nothing committed is lost.
+
+Counts by state live in `state_counts`, kept by triggers in the transaction of each change, so
+`counts()` (status, the start and end of every run) reads five rows; `next_batch` walks the
+`(state, seq)` index. What resume and status read does not grow with the plan.
 
 Event life cycle (the uploader drives it; `begin_request` is written *before* the HTTP request):
 
@@ -38,6 +42,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -69,31 +74,35 @@ _UNCERTAIN_SENDS_TABLE = """CREATE TABLE IF NOT EXISTS uncertain_sends (
     ) WITHOUT ROWID"""
 
 
-_SCHEMA = (
-    """CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL                -- JSON
-    ) WITHOUT ROWID""",
-    """CREATE TABLE events (
-        event_id    TEXT PRIMARY KEY,      -- stable id from the planner
+# The CHECKs are written with OR, not IN (...): SQLite evaluates an IN list of a CHECK through a
+# temporary table for every row, which tripled the time to store a plan of 570,000 events.
+_EVENTS_TABLE = """CREATE TABLE events (
+        event_id    TEXT NOT NULL,         -- stable id from the planner (unique: events_by_id)
         seq         INTEGER NOT NULL,      -- send order, oldest first
         body        TEXT NOT NULL,         -- the event's JSON object exactly as POSTed
         source_file TEXT NOT NULL,
         source_row  INTEGER NOT NULL,
         timestamp   TEXT NOT NULL,
         state       TEXT NOT NULL DEFAULT 'pending'
-                    CHECK (state IN ('pending', 'in_flight', 'sent', 'rejected', 'uncertain')),
+                    CHECK (state = 'pending' OR state = 'in_flight' OR state = 'sent' OR state = 'rejected'
+                           OR state = 'uncertain'),
         request_no  INTEGER,               -- the last request that carried the event
         server_id   TEXT,                  -- when sent
         reason      TEXT,                  -- when rejected
-        resent_after_uncertain INTEGER NOT NULL DEFAULT 0 CHECK (resent_after_uncertain IN (0, 1)),
-        skipped_uncertain      INTEGER NOT NULL DEFAULT 0 CHECK (skipped_uncertain IN (0, 1)),
+        resent_after_uncertain INTEGER NOT NULL DEFAULT 0 CHECK (resent_after_uncertain = 0 OR resent_after_uncertain = 1),
+        skipped_uncertain      INTEGER NOT NULL DEFAULT 0 CHECK (skipped_uncertain = 0 OR skipped_uncertain = 1),
         CHECK (state <> 'in_flight' OR request_no IS NOT NULL),
         CHECK (skipped_uncertain = 0 OR state = 'uncertain')
-    )""",
-    # next_batch walks this in (state, seq, rowid) order; counts() groups on it without the table.
-    "CREATE INDEX events_by_state ON events (state, seq)",
+    )"""
+
+_SCHEMA = (
+    """CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL                -- JSON
+    ) WITHOUT ROWID""",
+    _EVENTS_TABLE,
     # Tiny partial indices: the flags are rare, and counts() must not scan a million rows for them.
+    # (Made empty with the table: a new plan's events have neither flag.)
     "CREATE INDEX events_resent ON events (state) WHERE resent_after_uncertain = 1",
     "CREATE INDEX events_skipped ON events (state) WHERE skipped_uncertain = 1",
     """CREATE TABLE requests (
@@ -114,6 +123,44 @@ _SCHEMA = (
         counts       TEXT                  -- JSON of counts() at the end
     )""",
 )
+
+# The events' indexes, built once the plan is in (one sort instead of a random insert per event).
+# Checkpoints made before the plan was stored this way have event_id as the table's primary key
+# instead of events_by_id: every query works on both.
+_EVENT_INDEXES = (
+    "CREATE UNIQUE INDEX events_by_id ON events (event_id)",
+    # next_batch walks this in (state, seq, rowid) order.
+    "CREATE INDEX events_by_state ON events (state, seq)",
+)
+
+# How many events are in each state, kept by triggers in the transaction that changes them, so that
+# counts() (status, every run's start and end) reads five rows, not an index of every event.
+# Checkpoints made before it get it when a writer opens them (_recover); read-only, counts() counts.
+_STATE_COUNTS = (
+    """CREATE TABLE state_counts (
+        state TEXT PRIMARY KEY,
+        n     INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "INSERT INTO state_counts (state, n) SELECT value, 0 FROM json_each(?)",
+    "UPDATE state_counts SET n = (SELECT count(*) FROM events WHERE events.state = state_counts.state)",
+    """CREATE TRIGGER events_counted_insert AFTER INSERT ON events BEGIN
+        UPDATE state_counts SET n = n + 1 WHERE state = new.state;
+    END""",
+    """CREATE TRIGGER events_counted_delete AFTER DELETE ON events BEGIN
+        UPDATE state_counts SET n = n - 1 WHERE state = old.state;
+    END""",
+    """CREATE TRIGGER events_counted_update AFTER UPDATE OF state ON events WHEN new.state IS NOT old.state BEGIN
+        UPDATE state_counts SET n = n - 1 WHERE state = old.state;
+        UPDATE state_counts SET n = n + 1 WHERE state = new.state;
+    END""",
+)
+
+
+def _add_state_counts(conn: sqlite3.Connection) -> None:
+    """The state_counts table, filled from the events, and its triggers (inside the caller's transaction)."""
+    for statement in _STATE_COUNTS:
+        conn.execute(statement, (json.dumps(STATES),) if "?" in statement else ())
+
 
 _EVENT_COLUMNS = "event_id, seq, body, source_file, source_row, timestamp"
 _SENDABLE = "(state = 'pending' OR (state = 'uncertain' AND skipped_uncertain = 0))"
@@ -143,7 +190,14 @@ class Journal:
     # ----------------------------------------------------------------- opening and closing
 
     @classmethod
-    def create(
+    def create(cls, path: str | os.PathLike[str], **fields: Any) -> Journal:
+        """Create a new, empty checkpoint at `path` and open it; `fields` as for Journal.draft
+        (target, base_url, fingerprints, options, created_at). Refuses an existing file."""
+        with cls.draft(path, **fields) as draft:
+            return draft.publish()
+
+    @classmethod
+    def draft(
         cls,
         path: str | os.PathLike[str],
         *,
@@ -152,8 +206,10 @@ class Journal:
         fingerprints: Mapping[str, str],
         options: Mapping[str, Any],
         created_at: float | None = None,
-    ) -> Journal:
-        """Create a new, empty checkpoint at `path` and open it. Refuses an existing file."""
+    ) -> Draft:
+        """Start building a new checkpoint for `path` under a temporary name beside it: add the plan
+        (Draft.add), then Draft.publish() makes it the checkpoint at `path`, complete, in one step;
+        leaving the `with` block without publishing removes it. Refuses an existing file."""
         path = Path(path)
         if os.path.lexists(path):
             raise CheckpointError(f"checkpoint already exists: {path}")
@@ -167,17 +223,20 @@ class Journal:
             "options": dict(options),
             "uid": uuid.uuid4().hex,
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
         _check_directory(path)
+        _remove_stale_drafts(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
         _remove_database(tmp)
-        try:
+        with _creating(path, tmp):
             conn = _connect(tmp, "rwc")
             try:
-                # A rollback journal while building: COMMIT puts everything in the file itself (and
-                # fails on a full disk), where a WAL would leave the rest to a checkpoint at close
-                # that fails silently. Journal.open switches the finished file to WAL.
-                conn.execute("PRAGMA journal_mode = DELETE")
-                conn.execute("PRAGMA synchronous = FULL")
+                # The rollback journal in memory (a new file's pages need none) and no fsync while
+                # building: nothing can see the file until publish() has committed it, synced it and
+                # checked it; a run that dies meanwhile leaves a temporary file (removed by the next
+                # one), never a checkpoint.
+                conn.execute("PRAGMA journal_mode = MEMORY")
+                conn.execute("PRAGMA synchronous = OFF")
+                conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA:
                     conn.execute(statement)
@@ -187,24 +246,10 @@ class Journal:
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
                     [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()],
                 )
-                conn.execute("COMMIT")
-            finally:
+            except BaseException:
                 conn.close()
-            _verify_created(tmp, path)
-            _publish(tmp, path)
-        except sqlite3.Error as exc:
-            if _is_disk_full(exc):
-                raise DiskFull(f"cannot create checkpoint {path}: the disk is full; nothing was sent: "
-                               "free some space and rerun") from None
-            raise CheckpointError(f"cannot create checkpoint {path}: {exc}") from exc
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DiskFull(f"cannot create checkpoint {path}: the disk is full; nothing was sent: "
-                               "free some space and rerun") from None
-            raise CheckpointError(f"cannot create checkpoint {path}: {exc.strerror or exc}") from None
-        finally:
-            _remove_database(tmp)
-        return cls.open(path)
+                raise
+        return Draft(path, tmp, conn)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Journal:
@@ -276,6 +321,8 @@ class Journal:
     def _recover(self) -> None:
         with self._write() as conn:
             conn.execute(_UNCERTAIN_SENDS_TABLE)  # checkpoints made before the table existed get it here
+            if not _has_table(conn, "state_counts"):  # nor had these: filled from the events, once
+                _add_state_counts(conn)
             in_flight = [row[0] for row in conn.execute("SELECT event_id FROM events WHERE state = 'in_flight'")]
             self.recovered_in_flight = _become_uncertain(conn, in_flight, "state = 'in_flight'", ())
             conn.execute(
@@ -415,9 +462,8 @@ class Journal:
         added = 0
         while chunk := list(islice(rows, ADD_CHUNK)):
             with self._write() as conn:
-                before = conn.total_changes
-                conn.executemany(f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", chunk)
-                added += conn.total_changes - before
+                added += _changed(conn.executemany(
+                    f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", chunk))
         return added
 
     def replan(self, events: Iterable[PlannedEvent]) -> dict[str, int]:
@@ -509,14 +555,13 @@ class Journal:
                 "INSERT INTO requests (started_at, n_events) VALUES (?, ?)", (started_at, len(ids))
             ).lastrowid
             assert request_no is not None
-            before = conn.total_changes
-            conn.executemany(
+            changed = _changed(conn.executemany(
                 "UPDATE events SET state = 'in_flight', request_no = ?, "
                 "resent_after_uncertain = (resent_after_uncertain OR state = 'uncertain') "
                 f"WHERE event_id = ? AND {_SENDABLE}",
                 [(request_no, event_id) for event_id in ids],
-            )
-            if conn.total_changes - before != len(ids):
+            ))
+            if changed != len(ids):
                 conn.execute("ROLLBACK")  # first, so that the message describes the events as they were
                 raise ValueError(f"cannot send these events: {self._unexpected(conn, ids, _SENDABLE, ())}")
         return request_no
@@ -554,20 +599,20 @@ class Journal:
             if len(named) != row[0]:
                 raise ValueError(f"request {request_no} carried {row[0]} events, but the outcome names {len(named)}")
             mine = "state = 'in_flight' AND request_no = ?"
-            before = conn.total_changes
-            conn.executemany(
+            # rowcount, not total_changes: the state_counts triggers change rows too
+            changed = _changed(conn.executemany(
                 f"UPDATE events SET state = 'sent', server_id = ?, reason = NULL WHERE event_id = ? AND {mine}",
                 [(server_id, event_id, request_no) for event_id, server_id in sent.items()],
-            )
-            conn.executemany(
+            ))
+            changed += _changed(conn.executemany(
                 f"UPDATE events SET state = 'rejected', reason = ?, server_id = NULL WHERE event_id = ? AND {mine}",
                 [(reason, event_id, request_no) for event_id, reason in rejected.items()],
-            )
-            conn.executemany(
+            ))
+            changed += _changed(conn.executemany(
                 f"UPDATE events SET state = 'pending' WHERE event_id = ? AND {mine}",
                 [(event_id, request_no) for event_id in pending],
-            )
-            changed = conn.total_changes - before + _become_uncertain(conn, uncertain, mine, (request_no,))
+            ))
+            changed += _become_uncertain(conn, uncertain, mine, (request_no,))
             if changed != len(named):
                 conn.execute("ROLLBACK")  # first, so that the message describes the events as they were
                 problem = self._unexpected(conn, named, mine, (request_no,))
@@ -617,7 +662,10 @@ class Journal:
 
     def counts(self) -> dict[str, int]:
         with self._read() as conn:
-            by_state = dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
+            if _has_table(conn, "state_counts"):
+                by_state = dict(conn.execute("SELECT state, n FROM state_counts").fetchall())
+            else:  # a checkpoint of an earlier version, read-only (a writer adds the table)
+                by_state = dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
             duplicated = conn.execute(
                 "SELECT count(*) FROM events WHERE resent_after_uncertain = 1 AND state = 'sent'"
             ).fetchone()[0]
@@ -641,9 +689,7 @@ class Journal:
         resent yet, or resent without a final answer). `copies_at_most`: how many copies the server
         may hold (each send that ended uncertain, plus the acknowledged one).
         """
-        has_counts = self._conn.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'uncertain_sends'"
-        ).fetchone()[0]
+        has_counts = _has_table(self._conn, "uncertain_sends")
         sends = "COALESCE((SELECT n FROM uncertain_sends u WHERE u.event_id = events.event_id), 1)" if has_counts else "1"
         rows = self._conn.execute(
             f"SELECT event_id, source_file, source_row, timestamp, state, skipped_uncertain, {sends} FROM events "
@@ -752,8 +798,9 @@ class Journal:
         holds or may hold: sent, uncertain, in flight, or resent after an uncertain attempt."""
         rows = self._conn.execute(
             "SELECT event_id, body, CASE WHEN state = 'sent' THEN 'sent' ELSE 'uncertain' END, server_id, "
-            "source_file || ':' || source_row FROM events "
-            "WHERE state IN ('sent', 'uncertain', 'in_flight') OR resent_after_uncertain = 1"
+            "source_file || ':' || source_row FROM events WHERE rowid IN ("
+            "SELECT rowid FROM events WHERE state IN ('sent', 'uncertain', 'in_flight') "
+            "UNION SELECT rowid FROM events WHERE resent_after_uncertain = 1)"
         )
         yield from rows
 
@@ -820,6 +867,79 @@ class Journal:
         }
 
 
+class Draft:
+    """A new checkpoint being built (see Journal.draft): one transaction on a file nothing else sees.
+
+    add() takes the plan's events as rows, publish() builds the indexes and the state counts, writes
+    the meta, commits, syncs, checks the file and links it into place, then opens it as a Journal."""
+
+    def __init__(self, path: Path, tmp: Path, conn: sqlite3.Connection):
+        self._path = path
+        self._tmp = tmp
+        self._conn: sqlite3.Connection | None = conn
+
+    def __enter__(self) -> Draft:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+    def add(self, rows: Iterable[tuple[str, int, str, str, int, str]]) -> None:
+        """(event_id, seq, body, source_file, source_row, timestamp) rows, as pending events. An
+        event id given twice keeps its first row (as Journal.add_events does)."""
+        conn = self._live()
+        with _creating(self._path, self._tmp):
+            conn.executemany(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def publish(self, *, leave_out: Sequence[int] = (), invalid_count: int | None = None,
+                meta: Mapping[str, Any] | None = None) -> Journal:
+        """Make the draft the checkpoint at its path and open it. `leave_out`: seqs of added events
+        not to keep (the ledger knows them); `invalid_count` marks the plan complete (see
+        Journal.plan_complete); `meta`: more meta values (e.g. sent_elsewhere)."""
+        conn = self._live()
+        with _creating(self._path, self._tmp):
+            by_id, *others = _EVENT_INDEXES
+            try:
+                conn.execute(by_id)
+            except sqlite3.IntegrityError:  # an id given twice: its first row is kept
+                conn.execute("DELETE FROM events WHERE rowid NOT IN (SELECT min(rowid) FROM events GROUP BY event_id)")
+                conn.execute(by_id)
+            for statement in others:
+                conn.execute(statement)
+            skip = sorted(set(leave_out))
+            for start in range(0, len(skip), 500):
+                part = skip[start : start + 500]
+                conn.execute(f"DELETE FROM events WHERE state = 'pending' AND seq IN ({','.join('?' * len(part))})", part)
+            _add_state_counts(conn)
+            values = dict(meta or {})
+            if invalid_count is not None:
+                if invalid_count < 0:
+                    raise ValueError(f"invalid count must be >= 0, got {invalid_count}")
+                values["invalid_count"] = int(invalid_count)
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()])
+            stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            conn.execute("COMMIT")
+            conn.close()
+            self._conn = None
+            _verify_created(self._tmp, self._path, events=stored)
+            _publish(self._tmp, self._path)
+        _remove_database(self._tmp)
+        return Journal.open(self._path)
+
+    def discard(self) -> None:
+        """Remove the draft (nothing was published)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        _remove_database(self._tmp)
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ValueError(f"the draft of {self._path} is already published or discarded")
+        return self._conn
+
+
 # --------------------------------------------------------------------- helpers
 
 
@@ -860,6 +980,15 @@ def _become_uncertain(conn: sqlite3.Connection, ids: Sequence[str], condition: s
                 (event_id,),
             )
     return changed
+
+
+def _changed(cursor: sqlite3.Cursor) -> int:
+    """Rows the statement changed itself (not its triggers'), 0 for an executemany of nothing."""
+    return max(0, cursor.rowcount)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()[0] > 0
 
 
 def _is_disk_full(exc: sqlite3.Error) -> bool:
@@ -957,13 +1086,51 @@ def check_writable(path: str | os.PathLike[str]) -> None:
             pass
 
 
-def _verify_created(tmp: Path, path: Path) -> None:
-    """The new file holds the whole schema and meta, on disk, before it is published."""
+@contextmanager
+def _creating(path: Path, tmp: Path) -> Iterator[None]:
+    """While a new checkpoint is built: errors in one line; on any failure the temporary file goes."""
+    try:
+        yield
+    except BaseException as exc:
+        _remove_database(tmp)
+        if isinstance(exc, sqlite3.Error):
+            if _is_disk_full(exc):
+                raise DiskFull(f"cannot create checkpoint {path}: the disk is full; nothing was sent: "
+                               "free some space and rerun") from None
+            raise CheckpointError(f"cannot create checkpoint {path}: {exc}") from exc
+        if isinstance(exc, OSError):
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull(f"cannot create checkpoint {path}: the disk is full; nothing was sent: "
+                               "free some space and rerun") from None
+            raise CheckpointError(f"cannot create checkpoint {path}: {exc.strerror or exc}") from None
+        raise
+
+
+def _remove_stale_drafts(path: Path) -> None:
+    """Remove the temporary files of drafts of `path` whose process is gone (killed while planning)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    for candidate in parent.glob(f".{glob_escape(path.name)}.*.creating"):
+        pid = candidate.name[len(path.name) + 2 : -len(".creating")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _remove_database(candidate)
+        except OSError:  # another user's process: alive
+            pass
+
+
+def _verify_created(tmp: Path, path: Path, *, events: int = 0) -> None:
+    """The new file holds the whole schema, meta and plan, on disk, before it is published."""
     conn = _connect(tmp, "ro")
     try:
         _check_identity(conn, path)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"meta", "events", "requests", "runs"} <= tables or conn.execute("SELECT count(*) FROM meta").fetchone()[0] < 6:
+        if not {"meta", "events", "requests", "runs", "state_counts"} <= tables \
+                or conn.execute("SELECT count(*) FROM meta").fetchone()[0] < 6 \
+                or conn.execute("SELECT count(*) FROM events").fetchone()[0] != events \
+                or conn.execute("SELECT sum(n) FROM state_counts").fetchone()[0] != events:
             raise CheckpointError(f"cannot create checkpoint {path}: the new file is incomplete")
     finally:
         conn.close()

@@ -363,6 +363,10 @@ class Ledger:
 
     # ----------------------------------------------------------------- planning
 
+    def is_empty(self) -> bool:
+        """True when no import has sent (or claimed) anything here yet: planning needs no lookups."""
+        return self._conn.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None
+
     def known(self, event_ids: Sequence[str], prints: Sequence[str], *, checkpoint: str | None) -> LedgerMatches:
         """The planned events (by position) that another import sent or may have sent.
 

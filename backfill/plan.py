@@ -375,20 +375,23 @@ def _check_fields(mapping: Mapping, seen: set[str], path: str) -> None:
         )
 
 
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+def row_hashes(frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
     """A 64-bit hash of each row's source values (not of the mapping's output), so an event keeps
     its id when the mapping changes. A sum over the non-empty fields of hash(name, value): the
-    order of columns and fields absent from a row (JSON) do not change it."""
+    order of columns and fields absent from a row (JSON) do not change it. `rows`: a mask of the
+    rows wanted (the others are not hashed)."""
     total = np.zeros(len(frame), dtype=np.uint64)
     for name in frame.columns:
         if name == ROW:
             continue
         values = arrow_text(frame[name])
         present = pc.fill_null(pc.not_equal(values, ""), False).to_numpy(zero_copy_only=False)
+        if rows is not None:
+            present &= rows
         if present.any():
             named = pc.binary_join_element_wise(name, pc.filter(values, present), "\x1f")
-            total[present] += pd.util.hash_array(named.to_numpy(zero_copy_only=False).astype(object))
-    return total
+            total[present] += pd.util.hash_array(named.to_numpy(zero_copy_only=False).astype(object), categorize=False)
+    return total if rows is None else total[rows]
 
 
 def map_chunk(
@@ -411,7 +414,7 @@ def map_chunk(
         if drop.any():
             skipped[rule.label] += int(drop.sum())
         keep &= ok
-    hashes = row_hashes(frame)[keep.to_numpy()] if with_row_hashes else None
+    hashes = row_hashes(frame, keep.to_numpy()) if with_row_hashes else None
     if not keep.all():
         # only the fields the mapping reads, and the ones already stripped are kept, not redone
         needed = [c for c in frame.columns if c in mapping.fields or c == ROW]
@@ -716,7 +719,7 @@ def _event_ids(plan: Plan) -> pd.Series:
     if plan.keys is not None:
         keyed = plan.keys.notna()
         if keyed.any():
-            ids[keyed] = "k" + _hex(pd.util.hash_pandas_object(plan.keys[keyed].astype(object), index=False))
+            ids[keyed] = "k" + _hex(pd.util.hash_pandas_object(plan.keys[keyed].astype(object), index=False, categorize=False))
     return ids.astype(TEXT)
 
 
