@@ -118,6 +118,96 @@ def parse_datetimes(
     only from 1990 on); or text in the strptime `fmt`. With `fmt`, a value that does not match it
     is still read if it is ISO 8601, or the format's text followed by Z or an offset.
     """
+    if not fmt and not unit:
+        plain, seconds = _plain_times(values, timezone)
+        if plain.any():
+            out = pd.Series(seconds.astype("datetime64[s]"), index=values.index).dt.tz_localize("UTC")
+            rest = ~plain & values.notna().to_numpy()
+            if rest.any():
+                times, reasons = _parse_general(values[rest], timezone, fmt, unit, label)
+                out[rest] = times.to_numpy()
+                why = pd.Series(np.nan, index=values.index, dtype=object)
+                why[rest] = reasons.to_numpy()
+            else:
+                why = pd.Series(np.nan, index=values.index, dtype=object)
+            return out, why
+    return _parse_general(values, timezone, fmt, unit, label)
+
+
+# The common shape of a date-time column, `YYYY-MM-DD HH:MM:SS` (or with T; or that and a Z), in
+# the years 1900-2199: read from the text's bytes by numpy arithmetic, a few operations on whole
+# columns. Anything else, or a time in a DST gap or overlap, goes the general way.
+_PLAIN_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_NAT = np.iinfo("int64").min
+
+
+def _plain_times(values: pd.Series, timezone: str) -> tuple[np.ndarray, np.ndarray]:
+    """(which values have the plain shape and are a real time, their UTC epoch seconds), read
+    exactly as the general way reads them: naive ones in `timezone`, with the Z in UTC."""
+    import pyarrow as pa
+
+    array = arrow_text(values)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    n = len(array)
+    plain = np.zeros(n, dtype=bool)
+    seconds = np.full(n, _NAT, dtype="int64")
+    _, offsets, data = array.buffers()
+    if data is None or n == 0:
+        return plain, seconds
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=n + 1, offset=array.offset * 4)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    lengths = np.diff(bounds)
+    if array.null_count:
+        lengths = np.where(np.asarray(array.is_valid()), lengths, 0)
+    rows = np.flatnonzero((lengths == 19) | (lengths == 20))
+    if not len(rows):
+        return plain, seconds
+    if len(rows) == n and bounds[-1] - bounds[0] == 19 * n:  # every value 19 bytes: a zero-copy view
+        text = raw[bounds[0] : bounds[-1]].reshape(n, 19)
+        zulu = np.zeros(n, dtype=bool)
+    else:
+        text = raw[bounds[:-1][rows, None] + np.arange(19, dtype=np.int32)]
+        zulu = lengths[rows] == 20
+        last = raw[np.minimum(bounds[rows] + 19, len(raw) - 1)]
+        zulu_ok = ~zulu | (last == 0x5A)  # "Z"
+    digits = text - np.uint8(48)  # a non-digit wraps above 9
+    good = (digits[:, _PLAIN_DIGITS] <= 9).all(axis=1)
+    good &= (text[:, 4] == 0x2D) & (text[:, 7] == 0x2D) & (text[:, 13] == 0x3A) & (text[:, 16] == 0x3A)
+    good &= (text[:, 10] == 0x20) | (text[:, 10] == 0x54)  # " " or "T"
+    if len(rows) != n or zulu.any():
+        good &= zulu_ok
+    digits = digits.astype(np.int64)
+
+    def number(first: int, width: int) -> np.ndarray:
+        value = digits[:, first]
+        for k in range(1, width):
+            value = value * 10 + digits[:, first + k]
+        return value
+
+    year, month, day = number(0, 4), number(5, 2), number(8, 2)
+    hour, minute, second = number(11, 2), number(14, 2), number(17, 2)
+    good &= (year >= 1900) & (year < 2200) & (month >= 1) & (month <= 12) & (day >= 1)
+    good &= (hour < 24) & (minute < 60) & (second < 60)
+    months = (year - 1970) * 12 + np.clip(month, 1, 12) - 1
+    first_day = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    good &= day <= (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - first_day
+    local = (first_day + day - 1) * 86400 + hour * 3600 + minute * 60 + second
+    zoned = good & ~zulu
+    if zoned.any() and timezone not in ("UTC", "Etc/UTC"):
+        moved = pd.DatetimeIndex(local[zoned].astype("datetime64[s]")).tz_localize(
+            timezone, ambiguous="NaT", nonexistent="NaT"
+        )
+        local[zoned] = moved.asi8
+        good[zoned] &= ~moved.isna()  # a DST gap or overlap: the general way says why
+    plain[rows[good]] = True
+    seconds[rows[good]] = local[good]
+    return plain, seconds
+
+
+def _parse_general(
+    values: pd.Series, timezone: str, fmt: str | None, unit: str | None, label: str
+) -> tuple[pd.Series, pd.Series]:
     out, why = _empty_like(values)
     present = values.dropna()
     if present.empty:

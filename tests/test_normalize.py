@@ -276,18 +276,18 @@ def test_hour_only_offsets_mixed_with_naive_times_and_others():
 
 def test_a_group_pandas_refuses_never_escapes(monkeypatch):
     """Whatever pandas raises on a group, the values at fault become unreadable rows; the others
-    are still read."""
+    are still read. (Minutes only: the plain `YYYY-MM-DD HH:MM:SS` shape is read without pandas.)"""
     real = pd.to_datetime
 
     def fussy(values, *args, **kwargs):
-        if any(v == "2023-04-10 07:00:00" for v in values):
+        if any(v == "2023-04-10 07:00" for v in values):
             raise ValueError("pandas had a bad day")
         return real(values, *args, **kwargs)
 
     monkeypatch.setattr(pd, "to_datetime", fussy)
     values = pd.Series(
-        ["2023-04-10 06:00:00", "2023-04-10 07:00:00", "2023-04-10 08:00:00", "2023-04-10T09:00:00+02",
-         "2023-04-10 10:00:00"],
+        ["2023-04-10 06:00", "2023-04-10 07:00", "2023-04-10 08:00", "2023-04-10T09:00:00+02",
+         "2023-04-10 10:00"],
         dtype=object,
     )
     times, why = parse_datetimes(values)
@@ -295,7 +295,7 @@ def test_a_group_pandas_refuses_never_escapes(monkeypatch):
         "2023-04-10T06:00:00Z", None, "2023-04-10T08:00:00Z", "2023-04-10T07:00:00Z", "2023-04-10T10:00:00Z"
     ]
     assert why.tolist()[1] == (
-        "timestamp: cannot read '2023-04-10 07:00:00' as a date-time; "
+        "timestamp: cannot read '2023-04-10 07:00' as a date-time; "
         "give timestamp format: in the mapping (e.g. \"%d.%m.%Y %H:%M\")"
     )
 
@@ -449,3 +449,50 @@ def test_ambiguous_row_fixed_with_its_offset_end_to_end(tmp_path, write, run_cli
     assert "1 invalid" in out and "is ambiguous in Europe/Berlin" in out
     sent = (tmp_path / "out.jsonl").read_text(encoding="utf-8")
     assert '"2021-10-31T01:30:00Z"' in sent and '"2021-10-31T00:45:00Z"' in sent
+
+
+# --- the fast path for plain date-times agrees with the general way -----------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from backfill.normalize import _parse_general  # noqa: E402
+
+_ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "America/Santiago"]
+
+
+@st.composite
+def _plain_like(draw):
+    """Text near the plain `YYYY-MM-DD HH:MM:SS` shape: edge values of every field, both
+    separators, a Z or z or none, and now and then one character replaced."""
+    year = draw(st.sampled_from([1899, 1900, 1970, 2000, 2020, 2021, 2023, 2024, 2199, 2200]))
+    month = draw(st.integers(0, 13))
+    day = draw(st.sampled_from([0, 1, 15, 28, 29, 30, 31, 32]))
+    hour = draw(st.sampled_from([0, 1, 2, 3, 23, 24]))
+    minute = draw(st.sampled_from([0, 30, 59, 60]))
+    second = draw(st.sampled_from([0, 59, 60]))
+    sep = draw(st.sampled_from([" ", "T", "t", "_"]))
+    tail = draw(st.sampled_from(["", "Z", "z", " ", "0"]))
+    text = f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}{tail}"
+    if draw(st.booleans()) and draw(st.booleans()):
+        at = draw(st.integers(0, len(text) - 1))
+        text = text[:at] + draw(st.sampled_from(["/", "x", "9", ":", "-", "\u0661"])) + text[at + 1:]
+    return text
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(_plain_like(), st.none()), min_size=1, max_size=12), zone=st.sampled_from(_ZONES))
+def test_plain_date_times_read_as_the_general_way_reads_them(values, zone):
+    """Property: the numpy fast path gives the same times and the same reasons as pandas' way."""
+    series = pd.Series(values, dtype=object)
+    fast, fast_why = parse_datetimes(series, timezone=zone)
+    slow, slow_why = _parse_general(series, zone, None, None, "timestamp")
+    assert utc_texts(fast) == utc_texts(slow)
+    assert fast_why.fillna("").tolist() == slow_why.fillna("").tolist()
+
+
+def test_plain_date_times_across_dst_keep_their_reasons():
+    values = pd.Series(["2021-03-28 02:30:00", "2021-10-31 02:30:00", "2021-10-31 03:30:00", "2021-03-28T01:59:59Z"])
+    times, why = parse_datetimes(values, timezone="Europe/Berlin")
+    assert utc_texts(times) == [None, None, "2021-10-31T02:30:00Z", "2021-03-28T01:59:59Z"]
+    assert "does not exist in Europe/Berlin" in why[0] and "is ambiguous in Europe/Berlin" in why[1]
+    assert why[2:].isna().all()
