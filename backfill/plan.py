@@ -31,7 +31,7 @@ from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.inputs import check_distinct_inputs, copies_of_earlier
 from backfill.mapping import FieldRule, Mapping, template_fields
 from backfill.normalize import (
-    TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, nul_reasons, parse_datetimes,
+    TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, nul_reasons, parse_datetimes, text_bytes,
 )
 from backfill.patterns import search
 from backfill.readers import ROW, reader_for, reader_notes
@@ -221,11 +221,8 @@ def _literals(values: pa.Array, *, safe: bool = False, prefix: str = "") -> pa.A
 def _plain_ascii(values: pa.Array) -> bool:
     """True when no value holds a quote, a backslash, a control or a non-ASCII character: one
     numpy pass over the array's UTF-8 bytes, the common case for ids, SHAs and URLs."""
-    _, offsets, data = values.buffers()
-    if data is None:
-        return True
-    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
-    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]]
+    bounds, raw = text_bytes(values)
+    raw = raw[bounds[0] : bounds[-1]]
     return not bool(((raw < 0x20) | (raw == 0x22) | (raw == 0x5C) | (raw >= 0x80)).any())
 
 
@@ -301,7 +298,8 @@ class _Chunk:
         return self.columns[name]
 
     def fail(self, why: pd.Series) -> None:
-        self.reason = self.reason.where(self.reason.notna(), why)
+        if why.notna().to_numpy().any():
+            self.reason = self.reason.where(self.reason.notna(), why)
 
     def value(self, rule: FieldRule) -> pd.Series:
         """The rule's raw value per row, before lookup and default."""
@@ -593,11 +591,12 @@ def _build_plan(
     if mapping.dedupe:
         dup = np.zeros(len(events), dtype=bool)
         keyed = keep & events[KEY].notna().to_numpy()
-        dup[keyed] = events[KEY][keyed].duplicated(keep="first").to_numpy()
+        seen_before, repeated = _first_and_repeated(events[KEY][keyed])
+        dup[keyed] = seen_before
         report.duplicates = int(dup.sum())
         if report.duplicates:  # for the report: did the folded rows say the same as the kept ones?
             twice = np.zeros(len(events), dtype=bool)
-            twice[keyed] = events[KEY][keyed].duplicated(keep=False).to_numpy()
+            twice[keyed] = repeated
             folded = events.loc[twice, [c for c in (KEY, TS, "env", "status", "build_commit_sha", FILE, ROW)
                                         if c in events.columns]].reset_index(drop=True)
         keep &= ~dup
@@ -608,18 +607,35 @@ def _build_plan(
     for name in [c for c in events.columns if c.startswith(NOTE)]:
         flags = events.pop(name).to_numpy(dtype=object)[order] == True  # noqa: E712 (missing in some chunks)
         report.notes[name[len(NOTE):]] = int(flags.sum())
-    columns = {name: events[name] for name in events.columns}
+    categorical = [name for name in ("entityId", "env", "status") if name in events.columns]
+    # few distinct values: coded before the take, so the take moves small codes, not text
+    columns = {name: events[name].astype("category") if name in categorical else events[name] for name in events.columns}
     del events
     events = _take_columns(columns, order)
     events.insert(1, "timestamp", format_utc(events[TS]))
     for name in DATE_ATTRIBUTES:
         if name in events.columns:
             events[name] = format_utc(events[name])
-    for name in ("entityId", "env", "status"):
-        if name in events.columns:
-            events[name] = events[name].astype("category")
+    for name in categorical:  # the values of rows not planned (invalid, duplicates) go with them
+        events[name] = events[name].cat.remove_unused_categories()
     report.planned = len(events)
     return Plan(mapping, files, events, report, keys, hashes, folded=folded)
+
+
+def _first_and_repeated(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(each value seen in an earlier row, each value there more than once) of a text column with
+    no missing value, by one arrow hash pass: dictionary codes number the values in the order
+    they first appear, so a row's value is new exactly when its code passes every code before it."""
+    array = arrow_text(values)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    encoded = pc.dictionary_encode(array)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    seen_before = np.zeros(len(codes), dtype=bool)
+    if len(codes) > 1:
+        seen_before[1:] = codes[1:] <= np.maximum.accumulate(codes)[:-1]
+    repeated = np.bincount(codes, minlength=len(encoded.dictionary))[codes] > 1
+    return seen_before, repeated
 
 
 def _concat_columns(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -621,3 +621,21 @@ def test_invalid_rows_beyond_the_kept_ones_are_counted_not_held():
     streamed = InvalidRows(keep=1, sink=sink)
     streamed.add_chunk(frame, pd.Series(["bad"] * 5, index=frame.index), "f", "row")
     assert len(sink.getvalue().splitlines()) == 5 and list.__len__(streamed) == 1
+
+
+def test_first_and_repeated_agree_with_pandas_duplicated():
+    """The dedupe kernel (arrow dictionary codes) finds the same rows as pandas' duplicated()."""
+    from hypothesis import given, settings, strategies as st
+
+    from backfill.normalize import TEXT
+    from backfill.plan import _first_and_repeated
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.sampled_from(["a", "b", "a\x1f1", "", "ä", "b ", "B"]), max_size=40))
+    def check(values):
+        series = pd.Series(values, dtype=TEXT)
+        seen_before, repeated = _first_and_repeated(series)
+        assert seen_before.tolist() == series.duplicated(keep="first").tolist()
+        assert repeated.tolist() == series.duplicated(keep=False).tolist()
+
+    check()

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from backfill.errors import ReaderError
-from backfill.normalize import TEXT
+from backfill.normalize import TEXT, text_bytes
 from backfill.readers import CHUNK_ROWS, ROW, RowChunk, SourceConfig
 from backfill.readers.inputs import HEAD_BYTES, InputFile, open_input
 
@@ -357,6 +357,8 @@ def _excel_text_formulas(frame: pd.DataFrame) -> None:
     0042. Only a whole value of that form; a doubled quote inside is one quote."""
     for name in frame.columns:
         values = pa.array(frame[name].array)
+        if not _some_first_byte(values, _IS_EQUALS):  # one numpy scan, the usual answer
+            continue
         formula = pc.and_(pc.starts_with(values, '="'), pc.ends_with(values, '"'))
         formula = pc.and_(formula, pc.greater_equal(pc.utf8_length(values), 3))
         if not pc.any(formula).as_py():
@@ -372,6 +374,8 @@ def _drop_empty_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     if not len(fields):
         return frame, 0
     first = pa.array(frame[fields[0]].array)
+    if not _some_first_byte(first, _MAYBE_BLANK, empty=True):
+        return frame, 0
     candidates = _blank(first)
     if not candidates.any():
         return frame, 0
@@ -382,6 +386,30 @@ def _drop_empty_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         if not empty.any():
             return frame, 0
     return frame[~empty], int(empty.sum())
+
+
+_IS_EQUALS = np.zeros(256, dtype=bool)
+_IS_EQUALS[ord("=")] = True
+# what a value that trims to nothing may start with: ASCII blanks, or a byte of a non-ASCII character
+_MAYBE_BLANK = np.zeros(256, dtype=bool)
+_MAYBE_BLANK[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_MAYBE_BLANK[0x80:] = True
+
+
+def _some_first_byte(values: pa.Array | pa.ChunkedArray, table: np.ndarray, *, empty: bool = False) -> bool:
+    """Whether a value starts with a byte `table` marks (or, with `empty`, is empty or null): a
+    gather of one byte per value, to skip the kernels when no value can need them."""
+    for chunk in getattr(values, "chunks", [values]):
+        if empty and chunk.null_count:
+            return True
+        bounds, raw = text_bytes(chunk)
+        lengths = np.diff(bounds)
+        if empty and (lengths == 0).any():
+            return True
+        starts = bounds[:-1][lengths > 0]
+        if len(starts) and table[raw[starts]].any():
+            return True
+    return False
 
 
 def _blank(values: pa.Array) -> np.ndarray:
