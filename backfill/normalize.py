@@ -145,17 +145,19 @@ def parse_datetimes(
     is still read if it is ISO 8601, or the format's text followed by Z or an offset.
     """
     if not fmt and not unit:
-        plain, seconds = _plain_times(values, timezone)
-        if plain.any():
+        plain, seconds, shifted = _plain_times(values, timezone)
+        if plain.any() or shifted.any():
             out = pd.Series(seconds.astype("datetime64[s]"), index=values.index).dt.tz_localize("UTC")
-            rest = ~plain & values.notna().to_numpy()
+            why = pd.Series(np.nan, index=values.index, dtype=object)
+            if shifted.any():  # plain local times in a DST gap or overlap: said why, as the general way does
+                naive = pd.Series(seconds[shifted].astype("datetime64[s]"), index=values.index[shifted])
+                out[shifted] = pd.NaT
+                _localize(naive, values[shifted], timezone, label, out, why)
+            rest = ~plain & ~shifted & values.notna().to_numpy()
             if rest.any():
                 times, reasons = _parse_general(values[rest], timezone, fmt, unit, label)
                 out[rest] = times.to_numpy()
-                why = pd.Series(np.nan, index=values.index, dtype=object)
                 why[rest] = reasons.to_numpy()
-            else:
-                why = pd.Series(np.nan, index=values.index, dtype=object)
             return out, why
     return _parse_general(values, timezone, fmt, unit, label)
 
@@ -167,9 +169,24 @@ _PLAIN_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
 _NAT = np.iinfo("int64").min
 
 
-def _plain_times(values: pd.Series, timezone: str) -> tuple[np.ndarray, np.ndarray]:
-    """(which values have the plain shape and are a real time, their UTC epoch seconds), read
-    exactly as the general way reads them: naive ones in `timezone`, with the Z in UTC."""
+_MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int32)
+
+
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of proleptic Gregorian dates (years from 0 on), by integer
+    arithmetic on whole columns: the year taken to start on 1 March, so February comes last."""
+    y = year - (month <= 2)
+    era = y // 400
+    of_era = y - era * 400
+    of_year = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    return era * 146097 + of_era * 365 + of_era // 4 - of_era // 100 + of_year - 719468
+
+
+def _plain_times(values: pd.Series, timezone: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(which values have the plain shape and are a real time, their epoch seconds, which are
+    plain local times in a DST gap or overlap of `timezone`): read exactly as the general way
+    reads them, naive ones in `timezone`, with the Z in UTC. The seconds are UTC, but local
+    (naive) for the DST rows."""
     import pyarrow as pa
 
     array = arrow_text(values)
@@ -177,16 +194,17 @@ def _plain_times(values: pd.Series, timezone: str) -> tuple[np.ndarray, np.ndarr
         array = array.combine_chunks()
     n = len(array)
     plain = np.zeros(n, dtype=bool)
+    shifted = np.zeros(n, dtype=bool)
     seconds = np.full(n, _NAT, dtype="int64")
     bounds, raw = text_bytes(array)
     if not len(raw) or n == 0:
-        return plain, seconds
+        return plain, seconds, shifted
     lengths = np.diff(bounds)
     if array.null_count:
         lengths = np.where(np.asarray(array.is_valid()), lengths, 0)
     rows = np.flatnonzero((lengths == 19) | (lengths == 20))
     if not len(rows):
-        return plain, seconds
+        return plain, seconds, shifted
     if len(rows) == n and bounds[-1] - bounds[0] == 19 * n:  # every value 19 bytes: a zero-copy view
         text = raw[bounds[0] : bounds[-1]].reshape(n, 19)
         zulu = np.zeros(n, dtype=bool)
@@ -195,38 +213,38 @@ def _plain_times(values: pd.Series, timezone: str) -> tuple[np.ndarray, np.ndarr
         zulu = lengths[rows] == 20
         last = raw[np.minimum(bounds[rows] + 19, len(raw) - 1)]
         zulu_ok = ~zulu | (last == 0x5A)  # "Z"
-    digits = text - np.uint8(48)  # a non-digit wraps above 9
-    good = (digits[:, _PLAIN_DIGITS] <= 9).all(axis=1)
+    digits = text[:, _PLAIN_DIGITS] - np.uint8(48)  # a non-digit wraps above 9
+    good = (digits <= 9).all(axis=1)
     good &= (text[:, 4] == 0x2D) & (text[:, 7] == 0x2D) & (text[:, 13] == 0x3A) & (text[:, 16] == 0x3A)
     good &= (text[:, 10] == 0x20) | (text[:, 10] == 0x54)  # " " or "T"
     if len(rows) != n or zulu.any():
         good &= zulu_ok
-    digits = digits.astype(np.int64)
-
-    def number(first: int, width: int) -> np.ndarray:
-        value = digits[:, first]
-        for k in range(1, width):
-            value = value * 10 + digits[:, first + k]
-        return value
-
-    year, month, day = number(0, 4), number(5, 2), number(8, 2)
-    hour, minute, second = number(11, 2), number(14, 2), number(17, 2)
+    pairs = digits.astype(np.int32)
+    two = pairs[:, 0::2] * 10 + pairs[:, 1::2]  # century, year, month, day, hour, minute, second
+    year = two[:, 0] * 100 + two[:, 1]
+    month, day, hour, minute, second = (two[:, i] for i in range(2, 7))
     good &= (year >= 1900) & (year < 2200) & (month >= 1) & (month <= 12) & (day >= 1)
     good &= (hour < 24) & (minute < 60) & (second < 60)
-    months = (year - 1970) * 12 + np.clip(month, 1, 12) - 1
-    first_day = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
-    good &= day <= (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - first_day
-    local = (first_day + day - 1) * 86400 + hour * 3600 + minute * 60 + second
+    month = np.clip(month, 1, 12)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    good &= day <= _MONTH_DAYS[month - 1] + (leap & (month == 2))
+    local = _days_from_civil(year, month, day).astype(np.int64) * 86400 + (hour * 3600 + minute * 60 + second)
     zoned = good & ~zulu
     if zoned.any() and timezone not in ("UTC", "Etc/UTC"):
         moved = pd.DatetimeIndex(local[zoned].astype("datetime64[s]")).tz_localize(
             timezone, ambiguous="NaT", nonexistent="NaT"
         )
-        local[zoned] = moved.asi8
-        good[zoned] &= ~moved.isna()  # a DST gap or overlap: the general way says why
+        lost = np.zeros(len(rows), dtype=bool)
+        lost[zoned] = moved.isna()  # a DST gap or overlap: kept local, for the reason
+        utc = local.copy()
+        utc[zoned] = moved.asi8
+        shifted[rows[lost]] = True
+        seconds[rows[lost]] = local[lost]
+        good &= ~lost
+        local = utc
     plain[rows[good]] = True
     seconds[rows[good]] = local[good]
-    return plain, seconds
+    return plain, seconds, shifted
 
 
 def _parse_general(

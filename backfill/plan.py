@@ -178,7 +178,7 @@ class Plan:
             requests = pc.binary_join(pa.ListArray.from_arrays(offsets, bodies), ",")
             whole = pa.ListArray.from_arrays(pa.array([0, len(requests)], type=pa.int32()), requests)
             block = pc.binary_join(whole, ']}\n{"events":[')[0].as_buffer()
-            yield len(requests), b'{"events":[' + block.to_pybytes() + b"]}\n"
+            yield len(requests), b"".join((b'{"events":[', block, b"]}\n"))  # one copy of the block
 
     def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 30_000) -> Iterator[str]:
         """Every request body `{"events":[...]}` in order, one string each."""
@@ -246,30 +246,47 @@ def json_strings(values: pd.Series) -> pd.Series:
 
 
 def event_bodies(events: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
-    """The JSON text of each event, built column-wise by arrow kernels (no per-row Python):
-    one `,"name":"value"` piece per attribute (null where absent), joined in one pass."""
+    """The JSON text of each event, built column-wise by arrow kernels (no per-row Python) and
+    joined in one pass. A column every event has whose values need no escaping goes into the join
+    as it is, between its constant `,"name":"` and `"`; any other becomes one `,"name":"value"`
+    literal per row first (null where the event lacks it, which the join leaves out)."""
     present = [name for name in attributes if events[name].notna().any()]
     # The first attribute goes without its comma when every event has it (the usual case);
     # otherwise the joined attributes lose their leading comma by a slice.
     bare_first = bool(present) and bool(events[present[0]].notna().all())
-    pieces = [
-        _arrow_literals(
-            events[name],
-            safe=name in DATE_ATTRIBUTES,
-            prefix=f'{"" if i == 0 and bare_first else ","}"{name}":',
-        )
-        for i, name in enumerate(present)
-    ]
-    head = [
-        _arrow_literals(events["timestamp"], safe=True, prefix=f'{{"type":"{EVENT_TYPE}","timestamp":'),
-        _arrow_literals(events["entityId"], prefix=',"entityId":'),
-        ',"attributes":{',
-    ]
-    if pieces and not bare_first:
+    parts: list[object] = []
+    _add_piece(parts, events["timestamp"], f'{{"type":"{EVENT_TYPE}","timestamp":', safe=True)
+    _add_piece(parts, events["entityId"], ',"entityId":')
+    parts.append(',"attributes":{')
+    if bare_first or not present:
+        for i, name in enumerate(present):
+            _add_piece(parts, events[name], f'{"" if i == 0 else ","}"{name}":', safe=name in DATE_ATTRIBUTES)
+    else:
+        pieces = [_arrow_literals(events[name], safe=name in DATE_ATTRIBUTES, prefix=f',"{name}":') for name in present]
         joined = pc.binary_join_element_wise(*pieces, "", null_handling="replace", null_replacement="")
-        pieces = [pc.utf8_slice_codeunits(joined, 1)]
-    body = pc.binary_join_element_wise(*head, *pieces, "}}", "", null_handling="replace", null_replacement="")
+        parts.append(pc.utf8_slice_codeunits(joined, 1))
+    parts.append("}}")
+    merged: list[object] = []
+    for part in parts:  # neighbouring constants as one
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    body = pc.binary_join_element_wise(*merged, "", null_handling="replace", null_replacement="")
     return pd.Series(body, index=events.index, dtype=TEXT)
+
+
+def _add_piece(parts: list[object], values: pd.Series, prefix: str, *, safe: bool = False) -> None:
+    """One column's part of the bodies: the raw values between constants when every event has
+    one and none needs escaping, else `prefix` + a JSON literal per row (null where missing)."""
+    if not isinstance(values.dtype, pd.CategoricalDtype) and not values.isna().to_numpy().any():
+        array = arrow_text(values)
+        if isinstance(array, pa.ChunkedArray):
+            array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+        if safe or _plain_ascii(array):
+            parts += [prefix + '"', array, '"']
+            return
+    parts.append(_arrow_literals(values, safe=safe, prefix=prefix))
 
 
 # --- planning -------------------------------------------------------------------------------
