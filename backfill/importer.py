@@ -384,7 +384,7 @@ def planned_slices(plan: Plan, step: int = PLAN_SLICE) -> Iterator[tuple[Iterato
             bodies.to_pylist(),
             files[part[FILE].to_numpy(dtype=np.int64)].tolist(),
             part[ROW].to_numpy(dtype=np.int64).tolist(),
-            arrow_text(part["timestamp"]).to_pylist(),
+            arrow_text(plan.timestamps(start, start + step)).to_pylist(),
         )
         yield rows, bodies
 

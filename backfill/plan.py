@@ -144,7 +144,8 @@ class Plan:
 
     mapping: Mapping
     files: list[str]
-    events: pd.DataFrame  # TS, "timestamp", "entityId", attribute columns, FILE (index into files), ROW
+    events: pd.DataFrame  # TS, "timestamp", "entityId", attribute columns, FILE (index into files), ROW;
+    # "timestamp" and the date attributes are UTC instants, formatted as text only in bodies (`timestamps()`)
     report: PlanReport
     keys: pd.Series | None = None  # the dedupe key per event (values joined by \x1f), with dedupe
     row_hashes: np.ndarray | None = None  # hash of each event's source row, when planned for import
@@ -163,6 +164,10 @@ class Plan:
     @property
     def attribute_columns(self) -> list[str]:
         return [a for a in ATTRIBUTES if a in self.events.columns]
+
+    def timestamps(self, start: int = 0, stop: int | None = None) -> pd.Series:
+        """The `timestamp` of events[start:stop] as it is sent (`YYYY-MM-DDTHH:MM:SSZ`)."""
+        return format_utc(self.events["timestamp"].iloc[start:stop])
 
     def bodies(self, start: int = 0, stop: int | None = None) -> pd.Series:
         """The JSON text of events[start:stop], exactly as each goes into a request."""
@@ -262,7 +267,8 @@ def event_bodies(events: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
         for i, name in enumerate(present):
             _add_piece(parts, events[name], f'{"" if i == 0 else ","}"{name}":', safe=name in DATE_ATTRIBUTES)
     else:
-        pieces = [_arrow_literals(events[name], safe=name in DATE_ATTRIBUTES, prefix=f',"{name}":') for name in present]
+        pieces = [_arrow_literals(_sent_text(events[name]), safe=name in DATE_ATTRIBUTES, prefix=f',"{name}":')
+                  for name in present]
         joined = pc.binary_join_element_wise(*pieces, "", null_handling="replace", null_replacement="")
         parts.append(pc.utf8_slice_codeunits(joined, 1))
     parts.append("}}")
@@ -276,9 +282,16 @@ def event_bodies(events: pd.DataFrame, attributes: Sequence[str]) -> pd.Series:
     return pd.Series(body, index=events.index, dtype=TEXT)
 
 
+def _sent_text(values: pd.Series) -> pd.Series:
+    """A column as the text it is sent as: instants as `YYYY-MM-DDTHH:MM:SSZ`, text as it is."""
+    return format_utc(values) if pd.api.types.is_datetime64_any_dtype(values.dtype) else values
+
+
 def _add_piece(parts: list[object], values: pd.Series, prefix: str, *, safe: bool = False) -> None:
     """One column's part of the bodies: the raw values between constants when every event has
-    one and none needs escaping, else `prefix` + a JSON literal per row (null where missing)."""
+    one and none needs escaping, else `prefix` + a JSON literal per row (null where missing).
+    Instants (the timestamp, date attributes) are formatted here, a slice at a time."""
+    values = _sent_text(values)
     if not isinstance(values.dtype, pd.CategoricalDtype) and not values.isna().to_numpy().any():
         array = arrow_text(values)
         if isinstance(array, pa.ChunkedArray):
@@ -629,10 +642,8 @@ def _build_plan(
     columns = {name: events[name].astype("category") if name in categorical else events[name] for name in events.columns}
     del events
     events = _take_columns(columns, order)
-    events.insert(1, "timestamp", format_utc(events[TS]))
-    for name in DATE_ATTRIBUTES:
-        if name in events.columns:
-            events[name] = format_utc(events[name])
+    # the times stay 8-byte instants (the same column as TS); each slice of bodies formats its own
+    events.insert(1, "timestamp", events[TS])
     for name in categorical:  # the values of rows not planned (invalid, duplicates) go with them
         events[name] = events[name].cat.remove_unused_categories()
     report.planned = len(events)

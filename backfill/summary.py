@@ -85,7 +85,7 @@ def plan_summary(
         lines.extend(f"  {cut(str(row), LINE_LIMIT)}" for row in shown)
     if len(plan.events):
         ts = plan.events[TS]
-        first, last = plan.events["timestamp"].iloc[0], plan.events["timestamp"].iloc[-1]
+        first, last = plan.timestamps(0, 1).iloc[0], plan.timestamps(len(plan) - 1).iloc[0]
         lines.append(f"Date range: {first} .. {last} ({(ts.iloc[-1] - ts.iloc[0]).days} days)")
         lines.append(f"By entity: {_counts(plan, 'entityId')}")
         lines.append(f"By env: {_counts(plan, 'env')}")
