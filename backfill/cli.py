@@ -8,20 +8,17 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import pandas as pd
-
-from backfill import __version__, importer, ledger_cli, sandbox, shipped, starter, upload_cli
+from backfill import __version__, importer, ledger_cli, sandbox, shipped, upload_cli
 from backfill.display import line as display_line, printable
 from backfill.errors import BackfillError, ExitStatus, UsageError
 from backfill.events import MAX_BATCH
-from backfill.fetch import cli as fetch_cli
-from backfill.inputs import output_problem
-from backfill.mapping import load_mapping
-from backfill.normalize import parse_instant
 from backfill.redact import SECRETS
 from backfill.throttle import rate_limit_argument
+
+if TYPE_CHECKING:  # pandas and the planner load with the commands that plan (see build_parser)
+    import pandas as pd
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +45,8 @@ def _entity_id(text: str) -> str:
 
 def _date(text: str) -> pd.Timestamp:
     """--since/--until: a real date (never NaT: an empty variable or `nat` would drop every row)."""
+    from backfill.normalize import parse_instant
+
     try:
         return parse_instant(text)
     except ValueError as exc:
@@ -56,6 +55,8 @@ def _date(text: str) -> pd.Timestamp:
 
 def _output_file(text: str) -> str:
     """--out/--invalid-out: a file that can be created, checked before any work is done."""
+    from backfill.inputs import output_problem
+
     problem = output_problem(text)
     if problem:
         raise argparse.ArgumentTypeError(problem)
@@ -94,11 +95,26 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rate limit, repeatable (default: 100/min and 1500/h, the API's)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands whose modules load neither pandas nor the planner: asked for one of them, the parser is
+# built with the upload commands alone, so that `status` and `resume` start in a fraction of the time.
+LIGHT_COMMANDS = ("status", "resume")
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(*, light: bool = False) -> argparse.ArgumentParser:
+    """The command line; `light`: only the upload commands (import, resume, status)."""
     parser = _Parser(prog="backfill", description="Import historical deployments into DevGrid as event-deploy events.")
     parser.add_argument("--version", action="version", version=f"backfill {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    if light:
+        upload_cli.add_commands(commands, _plan_arguments)
+        return parser
+    from backfill import starter
+    from backfill.fetch import cli as fetch_cli
 
     preview = commands.add_parser("preview", help="dry run: show what would be sent (no network, no key)",
                                   description="Plan the import and show the summary and first payloads. No network. "
@@ -195,6 +211,8 @@ def _check_plan_inputs(args: argparse.Namespace) -> None:
 
 
 def cmd_check_mapping(args: argparse.Namespace) -> int:
+    from backfill.mapping import load_mapping
+
     mapping = load_mapping(shipped.resolve_mapping(args.mapping))
     rules = len(mapping.attributes)
     print(
@@ -217,6 +235,8 @@ def _positive(text: str) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from backfill import starter
+
     sys.stdout.write(starter.starter_mapping(args.inputs, sample_rows=args.rows))
     return ExitStatus.OK
 
@@ -330,7 +350,7 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
 
 def _dispatch(argv: list[str], show_traceback: bool) -> int:
     try:
-        parser = build_parser()
+        parser = build_parser(light=_command_word(argv) in LIGHT_COMMANDS)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help()

@@ -22,9 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping as MappingType, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping as MappingType, Sequence
 
 from backfill.client import (
     MAX_TIMEOUT,
@@ -38,17 +36,12 @@ from backfill.client import (
 )
 from backfill.errors import AuthError, BackfillError, CheckpointError, StrictError, UsageError
 from backfill.events import MAX_BATCH
-from backfill.inputs import check_outputs
 from backfill.journal import Journal, PlannedEvent, check_writable
 from backfill.redact import SECRETS
 from backfill.ledger import Ledger, LedgeredJournal, LedgerMatches, SharedBudget, open_for
 from backfill.ledger import fingerprints as body_fingerprints
-from backfill.mapping import load_mapping
-from backfill.normalize import parse_instant
-from backfill.plan import FILE, ROW, Plan, build_plan
 from backfill.shipped import resolve_mapping
-from backfill.summary import duration_text, first_payloads, plan_summary
-from backfill.throttle import DEFAULT_LIMITS, MAX_DURATION, RateLimit, Throttle, parse_rate_limit
+from backfill.throttle import DEFAULT_LIMITS, MAX_DURATION, RateLimit, Throttle, duration_text, parse_rate_limit
 from backfill.uploader import (
     MAX_RETRIES_LIMIT,
     RESEND,
@@ -59,6 +52,11 @@ from backfill.uploader import (
     Uploader,
     UploadResult,
 )
+
+if TYPE_CHECKING:  # pandas and the planner load when a plan is made: resume and status start without them
+    import pandas as pd
+
+    from backfill.plan import Plan
 
 KEY_ENV = "DEVGRID_API_KEY"
 DEFAULT_GIVE_UP_AFTER = 7200.0
@@ -74,6 +72,10 @@ log = logging.getLogger("backfill")
 def _utc(value: Any, name: str) -> pd.Timestamp | None:
     if value is None:
         return None
+    import pandas as pd
+
+    from backfill.normalize import parse_instant
+
     try:  # text by the CLI's rules (never NaT: an empty variable would drop every row)
         stamp = parse_instant(value) if isinstance(value, str) else pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
@@ -183,6 +185,10 @@ def plan_import(
 
 
 def _plan(inputs: Paths, mapping: Any, options: PlanOptions, invalid_out: Any, *, for_import: bool = False) -> Plan:
+    from backfill.inputs import check_outputs
+    from backfill.mapping import load_mapping
+    from backfill.plan import build_plan
+
     options.check()
     check_outputs(inputs, {"--invalid-out": invalid_out})
     rules = load_mapping(resolve_mapping(mapping)).with_overrides(options.entity_id, dict(options.sets))
@@ -220,6 +226,9 @@ def preview(
 
     Told the target (`target` or `base_url`, with the key to find its ledger, or `ledger` alone), the
     summary also says which events earlier imports sent there already. Nothing is sent, the key to no one."""
+    from backfill.inputs import check_outputs
+    from backfill.summary import first_payloads, plan_summary
+
     settings = settings or UploadSettings()
     check_outputs(inputs, {"--out": out, "--invalid-out": invalid_out})
     book, name = _preview_ledger(target, base_url, api_key, api_key_file, ledger)
@@ -371,6 +380,7 @@ def planned_slices(plan: Plan, step: int = PLAN_SLICE) -> Iterator[tuple[Iterato
     import numpy as np
 
     from backfill.normalize import arrow_text
+    from backfill.plan import FILE, ROW
 
     events = plan.events
     ids = arrow_text(plan.event_ids())
@@ -519,6 +529,8 @@ def import_events(
     reporter.info(f"Ledger: {book.path}")
 
     def make_plan() -> Plan:
+        from backfill.summary import plan_summary
+
         result = _plan(inputs, mapping, options, invalid_out, for_import=True)
         reporter.info(plan_summary(result, batch_size=settings.batch_size, limits=settings.limits))
         return result

@@ -11,21 +11,7 @@ from backfill.display import LINE_LIMIT, cut, printable
 from backfill.events import MAX_BATCH
 from backfill.plan import REASON_LIMIT, TS, Plan
 from backfill.readers import reader_notes
-from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle
-
-
-def duration_text(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {sec} s" if sec else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
+from backfill.throttle import DEFAULT_LIMITS, RateLimit, Throttle, duration_text  # noqa: F401  (re-exported)
 
 
 def upload_seconds(requests: int, limits: Sequence[RateLimit] = DEFAULT_LIMITS) -> float:

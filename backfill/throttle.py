@@ -16,11 +16,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from backfill.errors import UsageError
 
-__all__ = ["DEFAULT_LIMITS", "RateLimit", "Throttle", "duration_argument", "parse_duration", "parse_rate_limit", "rate_limit_argument"]
+__all__ = ["DEFAULT_LIMITS", "RateLimit", "Throttle", "duration_argument", "duration_text", "parse_duration", "parse_rate_limit", "rate_limit_argument"]
 
 
 @dataclass(frozen=True)
@@ -269,6 +267,8 @@ class Throttle:
         start = max(now, self._blocked_until)
         if not self.limits:
             return start - now
+        import numpy as np  # here, not at the top: status and the sandbox start without numpy
+
         # Request k goes at max(start, times[k - count] + period) over every limit. A block of
         # requests shorter than the smallest count only looks back at earlier blocks, so each
         # block is one vectorized step (a 1M-event import is 67,000 requests: a few hundred steps).
@@ -319,3 +319,18 @@ class Throttle:
         drop = max(len(times) - self._keep, bisect.bisect_right(times, now - self._longest))
         if drop > 0:
             del times[:drop]
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for people: "42 s", "3 min 5 s", "25 h 5 min", "3 d 4 h"."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec} s" if sec else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"

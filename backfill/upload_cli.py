@@ -16,8 +16,7 @@ from backfill.client import TARGETS, timeout_argument
 from backfill.errors import ExitStatus, UsageError
 from backfill.importer import KEY_ENV, PlanOptions, Reporter, UploadSettings
 from backfill.journal import Journal
-from backfill.summary import duration_text
-from backfill.throttle import duration_argument, Throttle, rate_limit_argument
+from backfill.throttle import duration_argument, duration_text, Throttle, rate_limit_argument
 from backfill.uploader import RESEND, SKIP, Uploader, retries_argument
 
 

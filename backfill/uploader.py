@@ -24,8 +24,7 @@ from backfill.errors import AuthError, UploadStopped
 from backfill.events import MAX_BATCH
 from backfill.journal import Journal, PlannedEvent
 from backfill.ledger import SharedBudget
-from backfill.summary import duration_text
-from backfill.throttle import RateLimit, Throttle
+from backfill.throttle import RateLimit, Throttle, duration_text
 
 RESEND = "resend"
 SKIP = "skip"

@@ -296,3 +296,38 @@ def test_a_checkpoint_of_the_previous_format_is_read_and_resumed(tmp_path: Path)
     with Journal.open(path, read_only=True) as journal:
         assert counted(journal) == truth(journal)
         assert journal._conn.execute("SELECT count(*) FROM state_counts").fetchone()[0] == len(STATES)
+
+
+LOADED = """
+import os, sys
+from backfill.cli import main
+from backfill.sandbox import Sandbox, SandboxConfig
+path, ledger = sys.argv[1], sys.argv[2]
+os.environ["DEVGRID_API_KEY"] = "k"
+with Sandbox(SandboxConfig(api_key="k")) as box:
+    import sqlite3
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'base_url'", ('"' + box.url + '"',))
+    conn.commit()
+    conn.close()
+    status = main(["status", path])
+    after_status = sorted(m for m in ("pandas", "pyarrow", "numpy", "backfill.plan") if m in sys.modules)
+    resumed = main(["resume", path, "--ledger", ledger])
+    after_resume = sorted(m for m in ("pandas", "pyarrow", "backfill.plan") if m in sys.modules)
+print("RESULT", status, after_status, resumed, after_resume, len(box.stored))
+"""
+
+
+def test_status_and_resume_start_without_pandas_or_the_planner(tmp_path: Path) -> None:
+    """Most of what `status` and `resume` took was Python importing pandas: they need neither it nor
+    pyarrow (status not even numpy)."""
+    path = tmp_path / "c.checkpoint"
+    with draft(path) as d:
+        d.add(row(i) for i in range(40))
+        d.publish(invalid_count=0).close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", LOADED, str(path), str(tmp_path / "ledger.sqlite")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = done.stdout.splitlines()[-1]
+    assert result == "RESULT 0 [] 0 [] 40", done.stdout
