@@ -44,7 +44,8 @@ def test_all_is_exactly_the_public_api():
 
 def test_import_backfill_is_light_and_names_load_on_use():
     code = ("import sys, backfill, backfill.sandbox; assert 'pandas' not in sys.modules, 'pandas loaded'; "
-            "backfill.preview; assert 'pandas' in sys.modules; assert set(backfill.__all__) <= set(dir(backfill))")
+            "backfill.preview; assert 'backfill.importer' in sys.modules and 'pandas' not in sys.modules; "
+            "backfill.Plan; assert 'pandas' in sys.modules; assert set(backfill.__all__) <= set(dir(backfill))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
