@@ -226,9 +226,10 @@ def _charts_html(data: dict[str, Any]) -> list[str]:
            f'<p class=note>{_e(data["definitions"]["weeks"])}. '
            + (f"The {CHARTED_GROUPS} entity / environment pairs with the most deployments are charted; the table "
               "above has all of them." if len(data["groups"]) > CHARTED_GROUPS else "") + "</p>"]
+    charts = WeeklyCharts()
     for index, group in enumerate(groups):
         out.append(f'<div class="chart"><h3>{html.escape(group_name(group))}: {group["deployments"]} deployments, '
-                   f'median {number(group["median_per_week"])} per week</h3>{weekly_chart(group, index)}')
+                   f'median {number(group["median_per_week"])} per week</h3>{charts.svg(group, index)}')
         out.append(_months_table(group))
         out.append("</div>")
     return out
@@ -242,45 +243,70 @@ def _months_table(group: dict[str, Any]) -> str:
             f"<th>deployments</th><th>failed</th><th>change failure rate</th></tr>{rows}</table></details>")
 
 
+class WeeklyCharts:
+    """Deployments per week stacked by status, as inline SVG (matplotlib, text kept as text).
+
+    One figure is drawn for every chart of the page: the axes, locators, legend and grid are made
+    once, and each chart only swaps the two filled step polygons and the limits (a new figure per
+    chart spent most of its time making axes and ticks)."""
+
+    COLORS = {"success": "#2da44e", "failed": "#cf222e"}
+
+    def __init__(self) -> None:
+        import matplotlib
+
+        matplotlib.use("svg", force=False)
+        from matplotlib import dates as mdates
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+
+        self._matplotlib, self._dates = matplotlib, mdates
+        self._rc = {"svg.fonttype": "none", "text.parse_math": False, "font.family": "sans-serif", "font.size": 9}
+        with matplotlib.rc_context(self._rc):
+            self.figure = Figure(figsize=(10, 2.4), dpi=72)
+            self.figure.subplots_adjust(left=0.07, right=0.97, bottom=0.14, top=0.86)
+            ax = self.axes = self.figure.add_subplot()
+            ax.set_ylabel("deployments per week")
+            locator = mdates.AutoDateLocator(maxticks=8)  # ticks are most of matplotlib's time: few of them
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+            ax.yaxis.get_major_locator().set_params(integer=True, nbins=4)
+            ax.grid(axis="y", color="#d0d7de", linewidth=0.5)
+            ax.legend(handles=[Patch(color=color, label=name) for name, color in self.COLORS.items()],
+                      loc="lower right", bbox_to_anchor=(1, 1), frameon=False, ncols=2, borderaxespad=0.2)
+        self._drawn: list[Any] = []
+
+    def svg(self, group: dict[str, Any], index: int) -> str:
+        import numpy as np
+
+        weeks = group["weeks"]
+        starts = np.array([w["start"] for w in weeks] + [_next_week(weeks[-1]["start"])], dtype="datetime64[D]")
+        edges = self._dates.date2num(starts)
+        success = np.array([w["success"] for w in weeks])
+        failed = np.array([w["failed"] for w in weeks])
+        for artist in self._drawn:
+            artist.remove()
+        ax = self.axes
+        with self._matplotlib.rc_context({**self._rc, "svg.hashsalt": f"chart-{index}"}):
+            # steps as two filled polygons (failed at the bottom, success on top): one path each, however
+            # many weeks, where bars would be two shapes a week
+            top, low = np.append(failed + success, 0), np.append(failed, 0)
+            self._drawn = [
+                ax.fill_between(edges, low, top, step="post", linewidth=0, color=self.COLORS["success"]),
+                ax.fill_between(edges, 0, low, step="post", linewidth=0, color=self.COLORS["failed"]),
+            ]
+            ax.set_title(group_name(group)[:80], loc="left")
+            ax.set_xlim(edges[0], edges[-1])
+            ax.set_ylim(0, max(1, int((failed + success).max())) * 1.08)
+            buffer = io.StringIO()
+            self.figure.savefig(buffer, format="svg", metadata={"Date": None})
+        svg = buffer.getvalue()
+        return re.sub(r"\s*<metadata>.*?</metadata>", "", svg[svg.index("<svg"):], flags=re.S)
+
+
 def weekly_chart(group: dict[str, Any], index: int) -> str:
-    """Deployments per week stacked by status, as inline SVG (matplotlib, text kept as text)."""
-    import matplotlib
-
-    matplotlib.use("svg", force=False)
-    import numpy as np
-    from matplotlib import dates as mdates
-    from matplotlib.figure import Figure
-
-    weeks = group["weeks"]
-    starts = np.array([w["start"] for w in weeks] + [_next_week(weeks[-1]["start"])], dtype="datetime64[D]")
-    edges = mdates.date2num(starts)
-    success = np.array([w["success"] for w in weeks])
-    failed = np.array([w["failed"] for w in weeks])
-    rc = {"svg.fonttype": "none", "svg.hashsalt": f"chart-{index}", "text.parse_math": False,
-          "font.family": "sans-serif", "font.size": 9}
-    with matplotlib.rc_context(rc):
-        fig = Figure(figsize=(10, 2.4), dpi=72)
-        fig.subplots_adjust(left=0.07, right=0.97, bottom=0.14, top=0.86)
-        ax = fig.add_subplot()
-        # steps as two filled polygons (failed at the bottom, success on top): one path each, however
-        # many weeks, where bars would be two shapes a week
-        top, low = np.append(failed + success, 0), np.append(failed, 0)
-        ax.fill_between(edges, low, top, step="post", linewidth=0, color="#2da44e", label="success")
-        ax.fill_between(edges, 0, low, step="post", linewidth=0, color="#cf222e", label="failed")
-        ax.set_ylabel("deployments per week")
-        locator = mdates.AutoDateLocator(maxticks=8)  # ticks are most of matplotlib's time: few of them
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-        ax.set_xlim(edges[0], edges[-1])
-        ax.set_ylim(0, max(1, int((failed + success).max())) * 1.08)
-        ax.yaxis.get_major_locator().set_params(integer=True, nbins=4)
-        ax.grid(axis="y", color="#d0d7de", linewidth=0.5)
-        ax.legend(loc="lower right", bbox_to_anchor=(1, 1), frameon=False, ncols=2, borderaxespad=0.2)
-        ax.set_title(group_name(group)[:80], loc="left")
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    svg = buffer.getvalue()
-    return re.sub(r"\s*<metadata>.*?</metadata>", "", svg[svg.index("<svg"):], flags=re.S)
+    """One chart on its own (the page draws all of its charts with one WeeklyCharts)."""
+    return WeeklyCharts().svg(group, index)
 
 
 def _next_week(start: str) -> str:
