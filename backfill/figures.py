@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from backfill.fetch import record as fetch_record
 from backfill.normalize import arrow_text
 from backfill.plan import BUILD, COMMIT_TS, FILE, KEY, ROW, TS, Plan
 
@@ -611,6 +612,12 @@ def _truncated(plan: Plan) -> list[dict[str, Any]]:
     examples: list[dict[str, Any]] = []
     jobs_seen: dict[str, list] = {}
     for path, facts in plan.report.facts.items():
+        fetched = fetch_record.read(path)
+        if fetched is not None:  # written by `backfill fetch`, which checked it against the API's totals
+            examples += [{"file": path, "row": 0, "detail": f"backfill fetch found fewer than the API's totals: {text}; "
+                          "rerun the fetch"} for text in fetched["shortfalls"]]
+            examples += [{"file": path, "row": 0, "detail": f"backfill fetch: {text}"} for text in fetched["gaps"]]
+            continue
         for job, (size, low, _high) in facts.get("jenkins_jobs", {}).items():
             jobs_seen.setdefault(job, [path, 0, math.nan])
             entry = jobs_seen[job]

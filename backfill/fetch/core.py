@@ -9,7 +9,9 @@
   after each page the state file `NAME.fetch-state.json` records the byte length of the partial
   file and the source's cursor (written to a temporary name and moved into place). A rerun of the
   same command cuts the partial file back to the recorded length and continues from the cursor.
-  When the source is done the partial file is moved onto the output and the state removed.
+  When the source is done the partial file is moved onto the output and the state removed, and
+  `record` keeps what the completeness checks found beside it (`.NAME.fetched.json`), which the
+  preview report reads instead of guessing from page sizes.
 - `Progress`: a tqdm bar on stderr (items, pages, total where known), silent without a terminal.
 
 Neither the token nor any header carrying it is ever stored, printed or put in an error.
@@ -32,6 +34,7 @@ import httpx
 from backfill import __version__
 from backfill.client import check_base_url, parse_retry_after, read_secret
 from backfill.errors import AuthError, FetchIncomplete, FetchStopped, UsageError
+from backfill.fetch import record
 from backfill.report import visible
 from backfill.summary import duration_text
 
@@ -549,12 +552,24 @@ def run_fetch(
     fetch = Fetch(out, http, progress, clock)
     try:
         source(fetch)
+        record.remove(out.path)
         out.finish(empty)
     finally:
         http.close()
         if progress:
             progress.close()
+    _record(fetch.result, identity)
     return fetch.result
+
+
+def _record(result: FetchResult, identity: dict[str, Any]) -> None:
+    """Keep what the completeness checks found beside the export, for the preview report."""
+    try:
+        record.write(result.output, {"source": identity.get("source"), "identity": identity,
+                                     "shortfalls": list(result.shortfalls), "gaps": list(result.gaps)})
+    except OSError as exc:
+        result.notes.append(f"cannot write {record.record_path(result.output)} ({exc.strerror}): the preview report "
+                            "will judge the export by its page sizes")
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -153,7 +153,7 @@ def _check(fetch: Fetch, cursor: dict[str, Any], options: JenkinsOptions) -> Non
         low, high = found[0], found[-1]
         if options.since is None and isinstance(first, int) and low > first:
             result.shortfalls.append(f"{job}: Jenkins' oldest build is #{first}, but the oldest fetched is #{low}")
-        if options.since is None and low > 1:
+        elif options.since is None and low > 1:  # Jenkins itself starts there
             result.gaps.append(f"history of {job} starts at #{low}: older builds were discarded by Jenkins")
         missing = high - low + 1 - len(found)
         if missing > 0:
