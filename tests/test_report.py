@@ -136,12 +136,26 @@ def test_band_follows_the_medians(fixture_report):
     _, data, _ = fixture_report
     for g in [data["all"], *data["groups"]]:
         w, m = g["median_per_week"], g["median_per_month"]
-        want = ("on demand (daily or more)" if w >= 7 else "between once per day and once per week" if w >= 1
+        want = ("on demand (multiple deploys per day)" if w > 7 else "between once per day and once per week" if w >= 1
                 else "between once per week and once per month" if m >= 1 else "less than once per month")
         assert g["band"] == want
     api = group(data, "api", "production")
     assert (api["median_per_week"], api["median_per_month"]) == (0.5, 3)
     assert api["band"] == "between once per week and once per month"
+
+
+@pytest.mark.parametrize("per_week, per_month, want", [
+    (7.5, 32, "on demand (multiple deploys per day)"),
+    (7, 30, "between once per day and once per week"),  # one a day is not "multiple deploys per day"
+    (1, 4, "between once per day and once per week"),
+    (0.5, 2, "between once per week and once per month"),
+    (0, 1, "between once per week and once per month"),
+    (0, 0.5, "less than once per month"),
+])
+def test_band_boundaries(per_week, per_month, want):
+    from backfill.figures import band
+
+    assert band(per_week, per_month) == want
 
 
 def test_lead_time_from_the_mapping_field(fixture_report):
@@ -339,8 +353,9 @@ def test_page_renders_in_headless_chromium(tmp_path, run_cli):
     page = tmp_path / "report.html"
     code, _, err = run_cli("preview", SAMPLE_CSV, "-m", SAMPLE_MAPPING, "--show", "0", "--report", page)
     assert (code, err) == (ExitStatus.OK, "")
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600"]
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600"]  # no network: the page is offline
     dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert dom.count("<svg") == 5  # all and the sample's 4 entity / environment pairs
     assert "Warnings (1)" in dom and "DORA figures" in dom
