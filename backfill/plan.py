@@ -407,7 +407,7 @@ def row_hashes(frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarra
     """A 64-bit hash of each row's source values (not of the mapping's output), so an event keeps
     its id when the mapping changes. A sum over the non-empty fields of hash(name, value): the
     order of columns and fields absent from a row (JSON) do not change it. `rows`: a mask of the
-    rows wanted (the others are not hashed)."""
+    rows wanted (the others are left 0, not hashed)."""
     total = np.zeros(len(frame), dtype=np.uint64)
     for name in frame.columns:
         if name == ROW:
@@ -415,11 +415,11 @@ def row_hashes(frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarra
         values = arrow_text(frame[name])
         present = pc.fill_null(pc.not_equal(values, ""), False).to_numpy(zero_copy_only=False)
         if rows is not None:
-            present &= rows
+            present &= rows  # the others stay 0
         if present.any():
             named = pc.binary_join_element_wise(name, pc.filter(values, present), "\x1f")
             total[present] += pd.util.hash_array(named.to_numpy(zero_copy_only=False).astype(object), categorize=False)
-    return total if rows is None else total[rows]
+    return total
 
 
 def map_chunk(
@@ -442,7 +442,6 @@ def map_chunk(
         if drop.any():
             skipped[rule.label] += int(drop.sum())
         keep &= ok
-    hashes = row_hashes(frame, keep.to_numpy()) if with_row_hashes else None
     if not keep.all():
         # only the fields the mapping reads, and the ones already stripped are kept, not redone
         needed = [c for c in frame.columns if c in mapping.fields or c == ROW]
@@ -498,8 +497,11 @@ def map_chunk(
     if mapping.report.build:
         parts = [arrow_text(chunk.text(k)) for k in mapping.report.build]
         out[BUILD] = pd.Series(pc.binary_join_element_wise(*parts, "\x1f"), index=chunk.frame.index, dtype=TEXT)
-    if hashes is not None:
-        out[ROW_HASH] = hashes
+    if with_row_hashes:  # for the ids of rows without a complete dedupe key (a key gives the id)
+        rows = keep.to_numpy().copy()
+        if KEY in out.columns:
+            rows[rows] = out[KEY].isna().to_numpy()
+        out[ROW_HASH] = row_hashes(frame, rows)[keep.to_numpy()]
     for name in reader_notes(mapping.source.format):
         if name in frame.columns:
             out[NOTE + name] = frame[name].to_numpy(dtype=object)[keep.to_numpy()] == "true"
@@ -758,10 +760,11 @@ def _event_ids(plan: Plan) -> pd.Series:
         digest = pd.Series(np.concatenate(hashes) if hashes else np.array([], dtype="uint64"), dtype="uint64")
         prefix = "e"
     ids = prefix + _hex(digest)
-    repeat = digest.groupby(digest).cumcount()
+    keyed = plan.keys.notna() if plan.keys is not None else pd.Series(False, index=digest.index)
+    plain = digest[~keyed.to_numpy()]  # keyed events take their key's id (their row hash is not computed)
+    repeat = plain.groupby(plain).cumcount().reindex(digest.index, fill_value=0)
     ids[repeat > 0] = ids[repeat > 0] + "-" + repeat[repeat > 0].astype(str).astype(TEXT)
     if plan.keys is not None:
-        keyed = plan.keys.notna()
         if keyed.any():
             ids[keyed] = "k" + _hex(pd.util.hash_pandas_object(plan.keys[keyed].astype(object), index=False, categorize=False))
     return ids.astype(TEXT)

@@ -331,3 +331,39 @@ def test_status_and_resume_start_without_pandas_or_the_planner(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     result = done.stdout.splitlines()[-1]
     assert result == "RESULT 0 [] 0 [] 40", done.stdout
+
+
+# --------------------------------------------------------------------- event ids for the checkpoint
+
+IDS_MAPPING = """\
+source: {format: csv}
+entityId: {from: service}
+timestamp: {from: finished}
+attributes:
+  build_id: build
+"""
+
+
+def test_row_hashes_only_for_events_without_a_key_and_the_same_ids(tmp_path: Path) -> None:
+    """Planned for import, an event whose dedupe key is complete takes its id from the key, so its
+    row is not hashed; the others keep the ids (and counters for identical rows) they get when no
+    event has a key."""
+    from backfill.mapping import parse_mapping
+    from backfill.plan import build_plan
+
+    csv = tmp_path / "in.csv"
+    csv.write_text(
+        "service,finished,build\n"
+        "web,2023-01-01T00:00:00Z,\n"  # no build: no key
+        "web,2023-01-01T00:00:00Z,\n"  # the same row again: a second deployment
+        "web,2023-01-02T00:00:00Z,7\n"
+        "pay,2023-01-03T00:00:00Z,\n"
+        "web,2023-01-01T00:00:00Z,\n"
+    )
+    keyed = build_plan([str(csv)], parse_mapping(IDS_MAPPING + "dedupe: [service, build]\n", "m.yaml"), with_row_hashes=True)
+    plain = build_plan([str(csv)], parse_mapping(IDS_MAPPING, "m.yaml"), with_row_hashes=True)
+    ids, plain_ids = keyed.event_ids().tolist(), plain.event_ids().tolist()
+    assert [i[0] for i in ids] == ["r", "r", "r", "k", "r"]
+    assert [i for i in ids if i[0] == "r"] == [plain_ids[n] for n in (0, 1, 2, 4)]
+    assert ids[1] == ids[0] + "-1" and ids[2] == ids[0] + "-2"
+    assert keyed.row_hashes[3] == 0 and plain.row_hashes[3] != 0  # the keyed event's row was not hashed
