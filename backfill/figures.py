@@ -77,8 +77,8 @@ class _Columns:
         self.n = len(events)
         secs = _seconds(events[TS])
         self.order: np.ndarray | None = None  # the planner sorts oldest first; a plan built otherwise is sorted here
-        if self.n > 1 and not bool((secs[1:] >= secs[:-1]).all()):
-            self.order = np.argsort(secs, kind="stable")
+        if self.n > 1 and not bool((secs[1:] >= secs[:-1]).all()):  # as the planner orders: time, file, row
+            self.order = np.lexsort((events[ROW].to_numpy(), events[FILE].to_numpy(), secs))
             secs = secs[self.order]
         self.secs = secs
         self.entity = _categories(events, "entityId", self.order)

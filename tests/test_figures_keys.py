@@ -75,3 +75,22 @@ def test_repeated_values_found_exactly(values):
     keys = figures._fast_keys(array, None)
     found = set(range(len(values))) if keys is None else set(figures._maybe_repeated(keys).tolist())
     assert repeated_positions(values, None) <= found
+
+
+def test_figures_of_a_plan_not_in_time_order_are_the_same(tmp_path):
+    """The planner sorts oldest first; a plan whose events come in another order gives the same report."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    from backfill.mapping import load_mapping
+    from backfill.plan import build_plan
+
+    from test_report import ROWS
+
+    rows = [*ROWS, ("api", "production", "2021-03-10 12:00", "failed", "8", "a3", "")]  # same second, same build
+    csv, yaml = write_fixture(tmp_path, rows)
+    plan = build_plan([csv], load_mapping(yaml))
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    shuffled = dataclasses.replace(plan, events=plan.events.sample(frac=1, random_state=5))
+    assert not shuffled.events["_ts"].is_monotonic_increasing
+    assert figures.compute(shuffled, now=now) == figures.compute(plan, now=now)
