@@ -297,6 +297,7 @@ class _PipeSafe:
 def main(argv: Sequence[str] | None = None) -> int:
     command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    _returning_allocator()
     stdout = sys.stdout
     sys.stdout = _PipeSafe(stdout)
     try:
@@ -309,6 +310,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sys.stdout.flush()
         sys.stdout = stdout
+
+
+def _returning_allocator() -> None:
+    """Arrow's memory from the C heap (glibc's malloc, which the planner trims back to the system
+    as it goes) instead of its default pool (mimalloc), which keeps freed memory for reuse: about
+    40-100 MB less peak memory for a large plan. Said by the variable arrow reads when it makes its
+    pool, so nothing is imported here; a program using the library keeps its own choice, and an
+    ARROW_DEFAULT_MEMORY_POOL the user set wins."""
+    try:
+        glibc = "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "")
+    except (AttributeError, ValueError, OSError):
+        glibc = False
+    if glibc:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 class Terminated(KeyboardInterrupt):

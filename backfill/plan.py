@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.api.types import union_categoricals
 
 from backfill import source_facts
 from backfill.display import cut, line as display_line
@@ -454,7 +455,7 @@ def map_chunk(
         raise MappingError(f"{mapping.path}: no entityId rule; add `entityId: {{from: FIELD}}` or pass --entity-id")
     entity = chunk.apply(mapping.entity)
     chunk.fail(_missing(entity, mapping.entity, "entityId"))
-    out["entityId"] = entity
+    out["entityId"] = entity.astype("category")  # few distinct values: a small code per event
 
     ts_rule = mapping.timestamp
     raw_ts = chunk.apply(ts_rule)
@@ -483,7 +484,7 @@ def map_chunk(
         elif name == "status" and rule.lookup is None and rule.value is None:
             values, why = normalize_status(values, rule.key)
             chunk.fail(why)
-        out[name] = values
+        out[name] = values.astype("category") if name in ("env", "status") else values
 
     if mapping.dedupe:
         # the key's values joined by a unit separator: compared as text, hashed only for ids. A key
@@ -505,7 +506,7 @@ def map_chunk(
     for name in reader_notes(mapping.source.format):
         if name in frame.columns:
             out[NOTE + name] = frame[name].to_numpy(dtype=object)[keep.to_numpy()] == "true"
-    out[FILE] = file_index
+    out[FILE] = np.full(len(out), file_index, dtype=np.int32)
     out[ROW] = chunk.frame[ROW].to_numpy()
     bad = chunk.reason.notna()
     # invalid rows stay in, marked: the plan drops them in its one final `take`, not a copy a chunk
@@ -678,7 +679,12 @@ def _concat_columns(parts: list[pd.DataFrame]) -> pd.DataFrame:
             part.pop(name) if name in part.columns else pd.Series(None, index=part.index, dtype=object)
             for part in parts
         ]
-        columns[name] = pd.concat(pieces, ignore_index=True)
+        if all(isinstance(piece.dtype, pd.CategoricalDtype) for piece in pieces):
+            # each chunk codes its own values: joined on the union of them, sorted as astype() sorts
+            joined = union_categoricals([piece.array for piece in pieces], sort_categories=True)
+            columns[name] = pd.Series(joined, copy=False)
+        else:
+            columns[name] = pd.concat(pieces, ignore_index=True)
         del pieces
         _release_memory()
     parts.clear()

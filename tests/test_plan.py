@@ -639,3 +639,20 @@ def test_first_and_repeated_agree_with_pandas_duplicated():
         assert repeated.tolist() == series.duplicated(keep=False).tolist()
 
     check()
+
+
+def test_coded_columns_join_across_blocks(monkeypatch):
+    """entityId, env and status are coded per chunk; chunks with different values join into one
+    column whose categories are the values planned, sorted, with the same bodies and summary."""
+    from backfill.summary import plan_summary
+
+    mapping = load_mapping(SAMPLE_MAPPING)
+    whole = build_plan([SAMPLE_CSV], mapping)
+    monkeypatch.setattr(csvfile, "BLOCK_BYTES", 120)  # a record or two per chunk
+    blocks = build_plan([SAMPLE_CSV], mapping)
+    for name in ("entityId", "env", "status"):
+        values = blocks.events[name]
+        assert isinstance(values.dtype, pd.CategoricalDtype)
+        assert list(values.cat.categories) == sorted(set(whole.events[name].dropna().astype(str)))
+    assert list(blocks.request_bodies()) == list(whole.request_bodies())
+    assert plan_summary(blocks) == plan_summary(whole)

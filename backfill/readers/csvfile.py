@@ -115,6 +115,9 @@ def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
         yield from _Parser(path, data, delimiter).chunks()
 
 
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
 class _Parser:
     def __init__(self, path: Path, data: InputFile, delimiter: str):
         self.path, self.data, self.delimiter = path, data, delimiter
@@ -219,8 +222,15 @@ class _Parser:
 
     def _header(self, block: bytes) -> bytes:
         """Read the header record off the first block; return the rest of the block."""
-        lines = block.splitlines(keepends=True)
-        reader = csv.reader((line.decode("utf-8") for line in lines), delimiter=self.delimiter, strict=True)
+        lines: list[bytes] = []  # the lines the csv module asks for: the header's (not the block split whole)
+
+        def pulled() -> Iterator[str]:
+            for match in _LINE.finditer(block):  # as bytes.splitlines(keepends=True) splits, lazily
+                line = match.group()
+                lines.append(line)
+                yield line.decode("utf-8")
+
+        reader = csv.reader(pulled(), delimiter=self.delimiter, strict=True)
         try:
             header = next(reader)
         except (csv.Error, StopIteration):
