@@ -538,34 +538,47 @@ def format_utc(times: pd.Series) -> pd.Series:
         text = np.char.add(np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s"), "Z")
         return pd.Series(text, index=times.index, dtype=TEXT).where(~missing)
     # The 20 ASCII bytes of each text written by numpy arithmetic, handed to arrow as one buffer.
-    text = _iso_bytes(np.where(missing, 0, seconds))
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(20), len(seconds), [None, pa.py_buffer(text)])
-    return pd.Series(fixed.cast(pa.binary()).cast(pa.string()), index=times.index, dtype=TEXT).where(~missing)
+    # (a string array over that buffer as it is: every value 20 bytes, a missing one null)
+    n = len(seconds)
+    text = _iso_bytes(np.where(missing, 0, seconds) if missing.any() else seconds)
+    offsets = pa.py_buffer(np.arange(0, 20 * (n + 1), 20, dtype=np.int32))
+    valid = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
+    strings = pa.StringArray.from_buffers(n, offsets, pa.py_buffer(text), valid)
+    return pd.Series(strings, index=times.index, dtype=TEXT)
 
 
 def _iso_bytes(seconds: np.ndarray) -> np.ndarray:
-    """`YYYY-MM-DDTHH:MM:SSZ` for each epoch second (years 0000-9999), as an (n, 20) uint8 array."""
-    stamps = seconds.astype("datetime64[s]")
-    days = stamps.astype("datetime64[D]")
-    years = days.astype("datetime64[Y]")
-    months = days.astype("datetime64[M]")
-    in_day = seconds - days.astype("datetime64[s]").astype("int64")
-    fields = (
-        (years.astype("int64") + 1970, 4),
-        ((months - years).astype("int64") + 1, 2),
-        ((days - months).astype("int64") + 1, 2),
-        (in_day // 3600, 2),
-        (in_day // 60 % 60, 2),
-        (in_day % 60, 2),
-    )
+    """`YYYY-MM-DDTHH:MM:SSZ` for each epoch second (years 0000-9999), as an (n, 20) uint8 array:
+    the civil date by integer arithmetic, each two-digit field by a lookup of its two bytes."""
+    days, in_day = np.divmod(seconds, 86400)
+    year, month, day = _civil_from_days(days.astype(np.int32))  # days of the years 0000-9999 fit
+    hour, rest = np.divmod(in_day.astype(np.int32), 3600)
+    minute, second = np.divmod(rest, 60)
     out = np.empty((len(seconds), 20), dtype=np.uint8)
     out[:] = np.frombuffer(b"0000-00-00T00:00:00Z", dtype=np.uint8)
-    column = 0
-    for values, width in fields:
-        for digit in range(width):
-            out[:, column + digit] = 48 + values // 10 ** (width - 1 - digit) % 10
-        column += width + 1
+    fields = out.view(_FIELDS).ravel()  # each two-digit field of a row as one (unaligned) 16-bit number
+    for name, values in zip(_FIELDS.names, (year // 100, year % 100, month, day, hour, minute, second)):
+        fields[name] = _PAIRS[values]
     return out
+
+
+_PAIRS = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], dtype=np.uint8).view("<u2").ravel()
+_FIELDS = np.dtype({"names": ["C", "Y", "M", "D", "h", "m", "s"], "formats": ["<u2"] * 7,
+                    "offsets": [0, 2, 5, 8, 11, 14, 17], "itemsize": 20})  # in YYYY-MM-DDTHH:MM:SSZ
+
+
+def _civil_from_days(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(year, month, day) of days since 1970-01-01, proleptic Gregorian: the inverse of
+    `_days_from_civil`, on whole columns."""
+    shifted = days + 719468
+    era = shifted // 146097
+    of_era = shifted - era * 146097
+    year_of_era = (of_era - of_era // 1460 + of_era // 36524 - of_era // 146096) // 365
+    of_year = of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    march_month = (5 * of_year + 2) // 153
+    day = of_year - (153 * march_month + 2) // 5 + 1
+    month = np.where(march_month < 10, march_month + 3, march_month - 9)
+    return year_of_era + era * 400 + (month <= 2), month, day
 
 
 def normalize_status(values: pd.Series, label: str = "status") -> tuple[pd.Series, pd.Series]:

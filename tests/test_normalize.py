@@ -496,3 +496,13 @@ def test_plain_date_times_across_dst_keep_their_reasons():
     assert utc_texts(times) == [None, None, "2021-10-31T02:30:00Z", "2021-03-28T01:59:59Z"]
     assert "does not exist in Europe/Berlin" in why[0] and "is ambiguous in Europe/Berlin" in why[1]
     assert why[2:].isna().all()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(-62_167_219_200, 253_402_300_799), min_size=1, max_size=300))
+def test_utc_text_is_numpys_for_every_second_of_the_years_0000_to_9999(seconds):
+    """format_utc's byte arithmetic (civil date, two-digit fields) against numpy's own formatting."""
+    values = np.array(seconds, dtype="int64")
+    times = pd.Series(values.astype("datetime64[s]")).dt.tz_localize("UTC")
+    expected = [f"{text}Z" for text in np.datetime_as_string(values.astype("datetime64[s]"), unit="s")]
+    assert utc_texts(times) == expected
