@@ -54,6 +54,40 @@ def text_bytes(array) -> tuple[np.ndarray, np.ndarray]:
     return bounds, raw
 
 
+# bytes a value that utf8_trim_whitespace changes may start or end with: ASCII blanks, or a byte of
+# a non-ASCII character (some are Unicode spaces); a superset, so a value outside it is left alone
+MAYBE_BLANK = np.zeros(256, dtype=bool)
+MAYBE_BLANK[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+MAYBE_BLANK[0x80:] = True
+
+
+def stripped(values):
+    """An arrow `string` array (chunked or not) with blanks around each value trimmed and empty
+    values null. When no value starts or ends with a byte that may be a blank, one numpy look at
+    the first and last bytes settles it and the text is not copied (empties only lose validity)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        return pa.chunked_array([stripped(chunk) for chunk in values.chunks], type=pa.string())
+    bounds, raw = text_bytes(values)
+    lengths = np.diff(bounds)
+    filled = lengths > 0
+    if values.null_count:
+        filled &= np.asarray(values.is_valid())
+    if not filled.any():
+        return pa.nulls(len(values), pa.string())
+    if (MAYBE_BLANK[raw[bounds[:-1][filled]]] | MAYBE_BLANK[raw[bounds[1:][filled] - 1]]).any():
+        trimmed = pc.utf8_trim_whitespace(values)
+        return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    if filled.all():
+        return values
+    _, offsets, data = values.buffers()
+    bits = np.concatenate([np.zeros(values.offset, dtype=bool), filled]) if values.offset else filled
+    valid = pa.py_buffer(np.packbits(bits, bitorder="little"))
+    return pa.StringArray.from_buffers(len(values), offsets, data, valid, offset=values.offset)
+
+
 def holds_nul(values) -> bool:
     """Whether any value of an arrow `string` array (chunked or not) holds a NUL character."""
     for chunk in getattr(values, "chunks", [values]):

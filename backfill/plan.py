@@ -32,7 +32,8 @@ from backfill.events import ATTRIBUTES, DATE_ATTRIBUTES, EVENT_TYPE, MAX_BATCH
 from backfill.inputs import check_distinct_inputs, copies_of_earlier
 from backfill.mapping import FieldRule, Mapping, template_fields
 from backfill.normalize import (
-    TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, nul_reasons, parse_datetimes, text_bytes,
+    TEXT, UTC_DTYPE, arrow_text, format_utc, map_values, normalize_status, nul_reasons, parse_datetimes, stripped,
+    text_bytes,
 )
 from backfill.patterns import search
 from backfill.readers import ROW, reader_for, reader_notes
@@ -310,9 +311,7 @@ def _text(frame: pd.DataFrame, name: str) -> pd.Series:
     """A field's values stripped, empty as NaN; a field the chunk lacks is all NaN."""
     if name not in frame.columns:
         return pd.Series(np.nan, index=frame.index, dtype=TEXT)
-    trimmed = pc.utf8_trim_whitespace(arrow_text(frame[name]))
-    cleaned = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
-    return pd.Series(cleaned, index=frame.index, dtype=TEXT)
+    return pd.Series(stripped(arrow_text(frame[name])), index=frame.index, dtype=TEXT)
 
 
 class _Chunk:

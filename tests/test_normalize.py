@@ -506,3 +506,23 @@ def test_utc_text_is_numpys_for_every_second_of_the_years_0000_to_9999(seconds):
     times = pd.Series(values.astype("datetime64[s]")).dt.tz_localize("UTC")
     expected = [f"{text}Z" for text in np.datetime_as_string(values.astype("datetime64[s]"), unit="s")]
     assert utc_texts(times) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from(list("ab ,\t\n\xa0\u2003é\x85\x1f0")), max_size=5))),
+    start=st.integers(0, 3),
+)
+def test_stripped_is_trim_and_empty_as_null(values, start):
+    """The byte look-ahead of `stripped` never changes the answer of the kernels it skips,
+    also on a slice of an array (an offset into its buffers)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from backfill.normalize import stripped
+
+    array = pa.array(values, type=pa.string()).slice(min(start, len(values)))
+    trimmed = pc.utf8_trim_whitespace(array)
+    expected = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    assert stripped(array).to_pylist() == expected.to_pylist()
+    assert stripped(pa.chunked_array([array, array], type=pa.string())).to_pylist() == expected.to_pylist() * 2

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from backfill.errors import ReaderError
-from backfill.normalize import TEXT, text_bytes
+from backfill.normalize import MAYBE_BLANK, TEXT, text_bytes
 from backfill.readers import CHUNK_ROWS, ROW, RowChunk, SourceConfig
 from backfill.readers.inputs import HEAD_BYTES, InputFile, open_input
 
@@ -384,7 +384,7 @@ def _drop_empty_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     if not len(fields):
         return frame, 0
     first = pa.array(frame[fields[0]].array)
-    if not _some_first_byte(first, _MAYBE_BLANK, empty=True):
+    if not _some_first_byte(first, MAYBE_BLANK, empty=True):
         return frame, 0
     candidates = _blank(first)
     if not candidates.any():
@@ -400,10 +400,6 @@ def _drop_empty_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 _IS_EQUALS = np.zeros(256, dtype=bool)
 _IS_EQUALS[ord("=")] = True
-# what a value that trims to nothing may start with: ASCII blanks, or a byte of a non-ASCII character
-_MAYBE_BLANK = np.zeros(256, dtype=bool)
-_MAYBE_BLANK[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
-_MAYBE_BLANK[0x80:] = True
 
 
 def _some_first_byte(values: pa.Array | pa.ChunkedArray, table: np.ndarray, *, empty: bool = False) -> bool:
