@@ -185,7 +185,10 @@ class Plan:
             requests = pc.binary_join(pa.ListArray.from_arrays(offsets, bodies), ",")
             whole = pa.ListArray.from_arrays(pa.array([0, len(requests)], type=pa.int32()), requests)
             block = pc.binary_join(whole, ']}\n{"events":[')[0].as_buffer()
-            yield len(requests), b"".join((b'{"events":[', block, b"]}\n"))  # one copy of the block
+            text, count = b"".join((b'{"events":[', block, b"]}\n")), len(requests)  # one copy of the block
+            del bodies, requests, whole, block
+            _release_memory()  # the slice's pieces, before the next slice makes its own
+            yield count, text
 
     def request_bodies(self, batch_size: int = MAX_BATCH, slice_size: int = 30_000) -> Iterator[str]:
         """Every request body `{"events":[...]}` in order, one string each."""
@@ -594,6 +597,7 @@ def _build_plan(
                 continue
             if len(files) > 1:
                 source_hashes[-1].append(row_hashes(frame))
+            _release_memory()  # what parsing the chunk freed, before mapping it takes more
             events, reasons, skipped = map_chunk(mapping, frame, index, with_row_hashes=with_row_hashes)
             report.filtered.update(skipped)
             if len(reasons):
@@ -682,12 +686,22 @@ def _concat_columns(parts: list[pd.DataFrame]) -> pd.DataFrame:
             # each chunk codes its own values: joined on the union of them, sorted as astype() sorts
             joined = union_categoricals([piece.array for piece in pieces], sort_categories=True)
             columns[name] = pd.Series(joined, copy=False)
+        elif all(isinstance(piece.dtype, pd.StringDtype) for piece in pieces):
+            # one contiguous array (pd.concat keeps the chunks, and a take of chunks copies them
+            # into one first: another whole column at the peak)
+            chunks = [chunk for piece in pieces for chunk in _chunks_of(arrow_text(piece))]
+            columns[name] = pd.Series(pa.concat_arrays(chunks) if chunks else pa.array([], pa.string()), dtype=TEXT)
+            del chunks
         else:
             columns[name] = pd.concat(pieces, ignore_index=True)
         del pieces
         _release_memory()
     parts.clear()
     return pd.DataFrame(columns, copy=False)
+
+
+def _chunks_of(array: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return array.chunks if isinstance(array, pa.ChunkedArray) else [array]
 
 
 def _take_columns(columns: dict[str, pd.Series], order: np.ndarray) -> pd.DataFrame:

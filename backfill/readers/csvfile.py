@@ -149,8 +149,10 @@ class _Parser:
             if cut == 0 and not end:  # one record longer than a block: read on
                 carry = buf
                 continue
-            yield buf[:cut], True
-            carry = buf[cut:]
+            block, carry = buf[:cut], buf[cut:]
+            del buf, more  # only the block is alive while it is parsed and its rows mapped
+            yield block, True
+            del block
             if end:
                 if carry:
                     yield carry, True
@@ -212,11 +214,13 @@ class _Parser:
                 yield from self._exact(itertools.chain([block], (b for b, _ in blocks)))
                 return
             frame = self._arrow(block)
+            lines = block.count(b"\n")
             if frame is None:  # rows of the wrong width: padded (short) or named (long) by the csv module
                 yield from self._exact([block])
             else:
+                del block  # parsed: not kept while the chunk is mapped
                 yield self._chunk(frame)
-            self.lines += block.count(b"\n")
+            self.lines += lines
         if not self.names:
             raise ReaderError(f"{self.path}: the file is empty; a CSV needs a header row")
 
