@@ -624,19 +624,23 @@ def test_invalid_rows_beyond_the_kept_ones_are_counted_not_held():
 
 
 def test_first_and_repeated_agree_with_pandas_duplicated():
-    """The dedupe kernel (arrow dictionary codes) finds the same rows as pandas' duplicated()."""
+    """The dedupe kernel (arrow dictionary codes) finds the same rows as pandas' duplicated() of
+    the rows chosen (valid, keyed)."""
     from hypothesis import given, settings, strategies as st
 
     from backfill.normalize import TEXT
     from backfill.plan import _first_and_repeated
+    import numpy as np
 
-    @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.sampled_from(["a", "b", "a\x1f1", "", "ä", "b ", "B"]), max_size=40))
-    def check(values):
-        series = pd.Series(values, dtype=TEXT)
-        seen_before, repeated = _first_and_repeated(series)
-        assert seen_before.tolist() == series.duplicated(keep="first").tolist()
-        assert repeated.tolist() == series.duplicated(keep=False).tolist()
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["a", "b", "a\x1f1", "", "ä", "b ", "B", None]), st.booleans()), max_size=40))
+    def check(pairs):
+        series = pd.Series([v for v, _ in pairs], dtype=TEXT)
+        rows = np.array([keep and v is not None for v, keep in pairs], dtype=bool)
+        seen_before, repeated = _first_and_repeated(series, rows)
+        chosen = series[rows]  # only the chosen rows count: a value first seen in another row is new
+        assert seen_before.tolist() == chosen.duplicated(keep="first").tolist()
+        assert repeated.tolist() == chosen.duplicated(keep=False).tolist()
 
     check()
 
