@@ -259,14 +259,51 @@ def write_request_bodies(plan: Plan, path: str | os.PathLike[str], batch_size: i
     count = 0
     try:
         with open(temp, "wb") as out:
-            for requests, block in plan.request_blocks(batch_size):
-                out.write(block)
-                count += requests
+            writer = _WriteBehind(out)
+            try:
+                for requests, block in plan.request_blocks(batch_size):
+                    writer.write(block)
+                    count += requests
+            finally:
+                writer.close()
         temp.replace(target)
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise UsageError(f"--out {path}: cannot write: {exc.strerror}") from None
     return count
+
+
+class _WriteBehind:
+    """Blocks written to `out` by a second thread while the caller builds the next one (a write
+    releases the GIL); at most two wait. A failed write is raised by the next `write` or by
+    `close`, which must always be called (it ends the thread)."""
+
+    def __init__(self, out: Any):
+        import queue
+
+        self._out, self._error = out, None
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._run, name="backfill-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(block)
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                    self._error = exc
+
+    def write(self, block: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 # --------------------------------------------------------------------- secrets and targets

@@ -354,3 +354,41 @@ def test_set_values_are_stripped(run_cli, tmp_path):
     assert code == ExitStatus.OK
     first = json.loads(out.read_text().splitlines()[0])["events"][0]
     assert first["attributes"]["initiator"] == "bob"
+
+
+def test_a_failed_write_of_out_is_one_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """The request bodies are written by a second thread: a write that fails there (a full disk)
+    still ends the preview with the one --out error, and no partial file stays behind."""
+    import builtins
+    import errno
+
+    from backfill import importer
+    from backfill.errors import UsageError
+    from backfill.mapping import load_mapping
+    from backfill.plan import build_plan
+
+    plan = build_plan([SAMPLE_CSV], load_mapping(SAMPLE_MAPPING))
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, block):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    def opening(path, mode="r", *args, **kwargs):
+        file = real_open(path, mode, *args, **kwargs)
+        return Full(file) if str(path).endswith(".partial") else file
+
+    monkeypatch.setattr(builtins, "open", opening)
+    target = tmp_path / "bodies.jsonl"
+    with pytest.raises(UsageError, match=r"--out .*bodies.jsonl: cannot write: No space left on device"):
+        importer.write_request_bodies(plan, target, 15)
+    assert list(tmp_path.iterdir()) == []
