@@ -684,7 +684,10 @@ def _concat_columns(parts: list[pd.DataFrame]) -> pd.DataFrame:
         ]
         if all(isinstance(piece.dtype, pd.CategoricalDtype) for piece in pieces):
             # each chunk codes its own values: joined on the union of them, sorted as astype() sorts
-            joined = union_categoricals([piece.array for piece in pieces], sort_categories=True)
+            try:
+                joined = union_categoricals([piece.array for piece in pieces], sort_categories=True)
+            except TypeError:  # older pandas: a chunk with no value has categories of another dtype
+                joined = pd.concat([piece.astype(TEXT) for piece in pieces], ignore_index=True).astype("category")
             columns[name] = pd.Series(joined, copy=False)
         elif all(isinstance(piece.dtype, pd.StringDtype) for piece in pieces):
             # one contiguous array (pd.concat keeps the chunks, and a take of chunks copies them

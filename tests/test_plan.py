@@ -660,3 +660,26 @@ def test_coded_columns_join_across_blocks(monkeypatch):
         assert list(values.cat.categories) == sorted(set(whole.events[name].dropna().astype(str)))
     assert list(blocks.request_bodies()) == list(whole.request_bodies())
     assert plan_summary(blocks) == plan_summary(whole)
+
+
+def test_blocks_where_a_coded_column_has_no_value_join_with_the_others(tmp_path, monkeypatch):
+    """A chunk whose env is empty everywhere, or whose every entity is unknown (all invalid),
+    joins the chunks that have values: the events and their counts are those of one block."""
+    mapping = (
+        "source: {format: csv}\n"
+        "entityId: {from: service, lookup: {web: app-1, api: app-2}}\n"
+        "timestamp: {from: at}\n"
+        "attributes: {env: env, status: result}\n"
+    )
+    rows = ["service,at,env,result"]
+    rows += [f"web,2023-01-0{d}T10:00:00Z,,success" for d in range(1, 4)]
+    rows += [f"nope,2023-01-0{d}T11:00:00Z,prod,failed" for d in range(1, 4)]
+    rows += [f"api,2023-01-0{d}T12:00:00Z,staging,failure" for d in range(4, 7)]
+    text = "\n".join(rows) + "\n"
+    whole = plan_of(tmp_path, mapping, ("in.csv", text))
+    monkeypatch.setattr(csvfile, "BLOCK_BYTES", 40)
+    blocks = plan_of(tmp_path, mapping, ("in.csv", text))
+    assert events_of(blocks) == events_of(whole)
+    assert len(blocks) == 6 and len(blocks.report.invalid) == 3
+    assert blocks.events["env"].value_counts().to_dict() == {"staging": 3}
+    assert list(blocks.events["entityId"].cat.categories) == ["app-1", "app-2"]
