@@ -636,6 +636,7 @@ def _build_plan(
             folded = events.loc[twice, [c for c in (KEY, TS, "env", "status", "build_commit_sha", FILE, ROW)
                                         if c in events.columns]].reset_index(drop=True)
         keep &= ~dup
+        _release_memory()  # the key's hash table, before the ordering copies the columns
     rows = np.flatnonzero(keep)
     order = rows[np.argsort(events[TS].array.asi8[rows], kind="stable")]
     keys = events.pop(KEY).take(order).reset_index(drop=True) if KEY in events.columns else None
