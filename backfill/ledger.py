@@ -58,6 +58,9 @@ LEDGER_ENV = "BACKFILL_LEDGER"
 APPLICATION_ID = 0x4447424C  # "DGBL"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
+# A ledger of at most this many entries, and a quarter of the plan's size or less, is read into
+# memory to find the planned events it knows (faster than a temporary table of the whole plan).
+SMALL_LEDGER = 100_000
 EXPORT_FORMAT = "devgrid-backfill-ledger"
 _KEY_SALT = b"devgrid-backfill ledger key v1\x00"
 _KEY_ITERATIONS = 100_000
@@ -374,27 +377,19 @@ class Ledger:
         never sends an event twice); a same-content entry under another id counts, even in it.
         """
         conn = self._conn
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS planned (pos INTEGER PRIMARY KEY, event_id TEXT, fingerprint TEXT)")
+        mine = checkpoint or ""
         conn.execute("BEGIN")
         try:
-            conn.execute("DELETE FROM planned")
-            conn.executemany("INSERT INTO planned VALUES (?, ?, ?)", zip(range(len(event_ids)), event_ids, prints))
-            mine = checkpoint or ""
-            by_id = conn.execute(
-                "SELECT p.pos, min(e.checkpoint), max(e.state <> 'sent') FROM planned p JOIN entries e "
-                "ON e.event_id = p.event_id AND e.checkpoint <> ? GROUP BY p.pos", (mine,)
-            ).fetchall()
-            id_positions = {pos for pos, _, _ in by_id}
-            by_fp = conn.execute(
-                "SELECT p.pos, min(e.checkpoint), max(e.state <> 'sent') FROM planned p JOIN entries e "
-                "ON e.fingerprint = p.fingerprint AND NOT (e.checkpoint = ? AND e.event_id = p.event_id) "
-                "GROUP BY p.pos", (mine,)
-            ).fetchall()
-            by_fp = [row for row in by_fp if row[0] not in id_positions]
+            entries = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+            if entries <= SMALL_LEDGER and entries * 4 <= len(event_ids):
+                by_id, by_fp = self._known_in_memory(conn, event_ids, prints, mine)
+            else:
+                by_id, by_fp = self._known_by_join(conn, event_ids, prints, mine)
             paths = dict(conn.execute("SELECT uid, path FROM checkpoints").fetchall())
-            conn.execute("DELETE FROM planned")
         finally:
             conn.execute("COMMIT")
+        id_positions = {pos for pos, _, _ in by_id}
+        by_fp = [row for row in by_fp if row[0] not in id_positions]
         per_checkpoint: dict[str, int] = {}
         for _, uid, _ in (*by_id, *by_fp):
             name = paths.get(uid, uid)
@@ -405,6 +400,59 @@ class Ledger:
             checkpoints=per_checkpoint,
             uncertain=sum(1 for _, _, unsure in (*by_id, *by_fp) if unsure),
         )
+
+    @staticmethod
+    def _known_by_join(conn: sqlite3.Connection, event_ids: Sequence[str], prints: Sequence[str],
+                       mine: str) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, int]]]:
+        """(position, first checkpoint, any not sent) of the planned events known by id, and by
+        content under another id: the plan in a temporary table, joined with the entries' indexes."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS planned (pos INTEGER PRIMARY KEY, event_id TEXT, fingerprint TEXT)")
+        try:
+            conn.execute("DELETE FROM planned")
+            conn.executemany("INSERT INTO planned VALUES (?, ?, ?)", zip(range(len(event_ids)), event_ids, prints))
+            by_id = conn.execute(
+                "SELECT p.pos, min(e.checkpoint), max(e.state <> 'sent') FROM planned p JOIN entries e "
+                "ON e.event_id = p.event_id AND e.checkpoint <> ? GROUP BY p.pos", (mine,)
+            ).fetchall()
+            by_fp = conn.execute(
+                "SELECT p.pos, min(e.checkpoint), max(e.state <> 'sent') FROM planned p JOIN entries e "
+                "ON e.fingerprint = p.fingerprint AND NOT (e.checkpoint = ? AND e.event_id = p.event_id) "
+                "GROUP BY p.pos", (mine,)
+            ).fetchall()
+        finally:
+            conn.execute("DELETE FROM planned")
+        return by_id, by_fp
+
+    @staticmethod
+    def _known_in_memory(conn: sqlite3.Connection, event_ids: Sequence[str], prints: Sequence[str],
+                         mine: str) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, int]]]:
+        """As _known_by_join, for a ledger much smaller than the plan: its entries read into memory,
+        the plan's ids and fingerprints looked up among them by pandas' hash tables (C)."""
+        import pandas as pd
+
+        ids_of: dict[str, list[tuple[str, int]]] = {}
+        prints_of: dict[str, list[tuple[str, str, int]]] = {}
+        for uid, event_id, fp, unsure in conn.execute("SELECT checkpoint, event_id, fingerprint, state <> 'sent' FROM entries"):
+            if uid != mine:
+                ids_of.setdefault(event_id, []).append((uid, unsure))
+            prints_of.setdefault(fp, []).append((uid, event_id, unsure))
+
+        def matches(values: Sequence[str], table: dict[str, list]) -> list[int]:
+            if not table:
+                return []
+            return pd.Index(values, dtype=object).isin(list(table)).nonzero()[0].tolist()
+
+        by_id = []
+        for pos in matches(event_ids, ids_of):
+            found = ids_of[event_ids[pos]]
+            by_id.append((pos, min(uid for uid, _ in found), max(unsure for _, unsure in found)))
+        by_fp = []
+        for pos in matches(prints, prints_of):
+            found = [(uid, unsure) for uid, event_id, unsure in prints_of[prints[pos]]
+                     if not (uid == mine and event_id == event_ids[pos])]
+            if found:
+                by_fp.append((pos, min(uid for uid, _ in found), max(unsure for _, unsure in found)))
+        return by_id, by_fp
 
     # ----------------------------------------------------------------- sending
 

@@ -367,3 +367,34 @@ def test_row_hashes_only_for_events_without_a_key_and_the_same_ids(tmp_path: Pat
     assert [i for i in ids if i[0] == "r"] == [plain_ids[n] for n in (0, 1, 2, 4)]
     assert ids[1] == ids[0] + "-1" and ids[2] == ids[0] + "-2"
     assert keyed.row_hashes[3] == 0 and plain.row_hashes[3] != 0  # the keyed event's row was not hashed
+
+
+# --------------------------------------------------------------------- the ledger's lookups
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_small_ledger_read_into_memory_finds_what_the_join_finds(tmp_path: Path, seed: int) -> None:
+    """Planning looks a small ledger up in memory and a large one by a join: the same matches (by id
+    and by content, other checkpoints and this one, sent and uncertain), whatever the mix."""
+    from backfill.ledger import Ledger
+
+    rng = random.Random(seed)
+    book = Ledger.open(tmp_path / "l.sqlite", base_url=BASE_URL, key_id="k")
+    uids = ["c1", "c2", "mine"]
+    entries = {(rng.choice(uids), f"e{rng.randrange(60)}"): (f"f{rng.randrange(40)}", rng.choice(["sent", "uncertain", "in_flight"]))
+               for _ in range(rng.randrange(1, 50))}
+    with book._write() as conn:
+        conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, NULL, 'x:1', 0)",
+                         [(uid, event_id, fp, state) for (uid, event_id), (fp, state) in entries.items()])
+        conn.execute("INSERT INTO checkpoints VALUES ('c1', '/one.checkpoint', 'h', 0, 0)")
+    ids = [f"e{rng.randrange(80)}" for _ in range(300)]
+    prints = [f"f{rng.randrange(60)}" for _ in range(300)]
+    conn = book._conn
+    for mine in ("mine", "", "c1"):
+        by_join = Ledger._known_by_join(conn, ids, prints, mine)
+        in_memory = Ledger._known_in_memory(conn, ids, prints, mine)
+        assert [sorted(rows) for rows in in_memory] == [sorted(rows) for rows in by_join], mine
+    by_id, by_fp = Ledger._known_by_join(conn, ids, prints, "mine")
+    expected = sorted({pos for pos, _, _ in by_id} | {pos for pos, _, _ in by_fp})
+    assert book.known(ids, prints, checkpoint="mine").positions == expected  # 300 planned, < 50 entries: in memory
+    book.close()
