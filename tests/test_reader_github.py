@@ -577,3 +577,48 @@ def test_a_pipe_is_read_once_and_still_ranked(tmp_path: Path) -> None:
         ("26365060973", "1", "false"), ("4205440316", "1", "true"),
         ("26365060973", "2", "true"), ("4205440316", "1", "false"),
     ]
+
+
+_run_keys = st.sampled_from(["run_started_at", "created_at", "path", "status", "updated_at", "jobs", "completed_at",
+                             "head_commit", "timestamp", "actor", "login", "finished_at", "latest_attempt", "name"])
+_run_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_run_keys, inner, max_size=4),
+                           max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=st.dictionaries(_run_keys, _run_values, max_size=8))
+def test_the_reader_builds_run_row_straight_into_its_columns(tmp_path: Path, fields: dict) -> None:
+    """The reader flattens each run into its columns (Rows.add_object); the row is the flattened
+    run with the derived fields read off the flattened row, columns in the same order, whatever
+    the fields hold (objects, lists, empty objects, nulls)."""
+    from backfill.readers import flatten
+    from backfill.readers.gitlab import iter_json_values
+
+    path = write(tmp_path, json.dumps({"id": 7, "run_number": 1, **fields}))
+    frame, bad = read_all(path, "github-actions")
+    assert bad == []
+    (run,) = iter_json_values(path.read_text(), path)
+    expected = flatten(run, out=dict.fromkeys(github_actions.BASE_FIELDS))
+    expected.update(finished_at=finished_at(run), started_at=expected.get("run_started_at") or expected.get("created_at"),
+                    workflow_file=workflow_file(expected.get("path")), latest_attempt="true")
+    assert github_actions.run_row(run, latest=True) == expected
+    row = frame.drop(columns="_row").to_dict("records")[0]
+    assert list(row) == list(expected)
+    assert row == expected
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in REAL.glob("github-*workflow-run*.json")) + ["../../../samples/github-runs.json"])
+def test_real_runs_read_as_run_row_gives_them(name: str) -> None:
+    from backfill.readers.gitlab import iter_json_values
+
+    path = REAL / name
+    frame, _ = read_all(path, "github-actions")
+    got = frame.drop(columns="_row").to_dict("records")
+    runs = []
+    for value in iter_json_values(path.read_text(encoding="utf-8"), path):
+        for item in value if isinstance(value, list) else [value]:
+            runs.extend(item["workflow_runs"] if "workflow_runs" in item else [item])
+    expected = [github_actions.run_row(run, latest=row["latest_attempt"] == "true") for run, row in zip(runs, got)]
+    assert len(got) == len(runs)
+    for row, want in zip(got, expected):
+        assert {k: row.get(k) for k in want} == want and all(row[k] is None for k in row if k not in want)

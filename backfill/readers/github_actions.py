@@ -115,15 +115,29 @@ def finished_at(run: dict[str, Any]) -> str | None:
     return _text(run.get("updated_at"))
 
 
+def _flat(value: Any) -> str | None:
+    """A top-level field's value as `flatten` writes it in the row (a non-empty object becomes
+    dotted columns of its own, so the field itself is empty)."""
+    return None if isinstance(value, dict) and value else scalar_text(value)
+
+
+def derived(run: dict[str, Any], latest: bool) -> Row:
+    """The derived fields of a run's row (`latest`: whether this row stands for its run id, see
+    `Attempts`), computed from the run as decoded."""
+    return {
+        "finished_at": finished_at(run),
+        "started_at": _flat(run.get("run_started_at")) or _flat(run.get("created_at")),
+        "workflow_file": workflow_file(_flat(run.get("path"))),
+        "latest_attempt": "true" if latest else "false",
+    }
+
+
 def run_row(run: dict[str, Any], latest: bool) -> Row:
-    """One run as a row: its fields by dotted path, the guaranteed columns, the derived fields
-    (`latest`: whether this row stands for its run id, see `Attempts`)."""
+    """One run as a row: its fields by dotted path, the guaranteed columns, the derived fields.
+    The reader builds the same row straight into its columns (`Rows.add_object`)."""
     row: Row = dict.fromkeys(BASE_FIELDS)
     flatten(run, out=row)
-    row["finished_at"] = finished_at(run)
-    row["started_at"] = row.get("run_started_at") or row.get("created_at")
-    row["workflow_file"] = workflow_file(row.get("path"))
-    row["latest_attempt"] = "true" if latest else "false"
+    row.update(derived(run, latest))
     return row
 
 
@@ -146,39 +160,44 @@ def classify(node: dict[str, Any]) -> str:
 # --- re-runs: one row per run id --------------------------------------------------------------
 
 Position = tuple[int, int]  # (input file index, record number in that file)
+_FILE = 1 << 40  # a position packed into one int: file index * _FILE + record number
 
 
 def rank(run: dict[str, Any], position: Position) -> tuple:
     """Greater is the record that stands for its run: highest attempt (missing counts as 1),
-    completed, earliest end, first in the input (file order, then record order)."""
+    completed, earliest end, first in the input (file order, then record order). One flat tuple,
+    the position packed into one int (what `Attempts` keeps for every run id)."""
     attempt = (_text(run.get("run_attempt")) or "").strip()
     end = parse_instant(finished_at(run))
     return (
         int(attempt) if attempt.isdigit() else 1,
         scalar_text(run.get("status")) == "completed",
         -end.timestamp() if end is not None else float("-inf"),
-        (-position[0], -position[1]),
+        -(position[0] * _FILE + position[1]),
     )
 
 
 class Attempts:
     """Which record stands for each run id, over every input file: offered every run with its
-    position (first pass), then asked about each (second pass). Memory: one entry per run id."""
+    position (first pass), then asked about each (second pass). Memory: one entry per run id, its
+    key and `rank` (about 250 bytes)."""
 
     def __init__(self) -> None:
-        self._best: dict[str, tuple[tuple, Position]] = {}
+        self._best: dict[str, tuple] = {}
 
     def offer(self, run: dict[str, Any], position: Position) -> None:
         key = _text(run.get("id"))
         if key is None:
             return
         mine = rank(run, position)
-        if key not in self._best or mine > self._best[key][0]:
-            self._best[key] = (mine, position)
+        best = self._best.get(key)
+        if best is None or mine > best:
+            self._best[key] = mine
 
     def is_latest(self, run: dict[str, Any], position: Position) -> bool:
         key = _text(run.get("id"))
-        return key is None or key not in self._best or self._best[key][1] == position
+        best = None if key is None else self._best.get(key)
+        return best is None or best[3] == -(position[0] * _FILE + position[1])
 
 
 # --- pulling records from the file ------------------------------------------------------------
@@ -324,7 +343,7 @@ def _collect(
         if offer and attempts is not None:
             attempts.offer(node, position)
         latest = attempts is None or offer or attempts.is_latest(node, position)
-        sink.add(run_row(node, latest))
+        sink.add_object(node, BASE_FIELDS, derived(node, latest))  # run_row's row, without the dict
 
 
 def _text(value: Any) -> str | None:
