@@ -3,7 +3,9 @@
     plan.events -> seconds, ISO week (Monday 00:00 UTC), month, group (entity + environment)
                 -> per group and for all: weekly and monthly counts, medians, DORA band,
                    change failure rate per month, lead time (where commit times exist)
-                -> warnings, each with a count and the first examples (file, row)
+                -> warnings, each with a count and the first examples (file, row); for an export
+                   written by `backfill fetch`, truncation as its completeness checks found it
+                   (backfill.fetch.record), else guessed from the file's pages (source_facts)
 
 The result is plain data (dicts, lists, numbers, text), the one source the terminal text, the JSON
 file and the HTML page are rendered from, so all three show the same numbers. `DEFINITIONS` says
