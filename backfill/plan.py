@@ -233,7 +233,10 @@ def _plain_ascii(values: pa.Array) -> bool:
     numpy pass over the array's UTF-8 bytes, the common case for ids, SHAs and URLs."""
     bounds, raw = text_bytes(values)
     raw = raw[bounds[0] : bounds[-1]]
-    return not bool(((raw < 0x20) | (raw == 0x22) | (raw == 0x5C) | (raw >= 0x80)).any())
+    if not len(raw):
+        return True
+    # min/max first (vectorized reductions, no temporary), then the two exact bytes
+    return not (raw.max() >= 0x80 or raw.min() < 0x20 or (raw == 0x22).any() or (raw == 0x5C).any())
 
 
 def _arrow_literals(values: pd.Series, *, safe: bool = False, prefix: str = "") -> pa.Array:
