@@ -184,9 +184,13 @@ def parse_datetimes(
             out = pd.Series(seconds.astype("datetime64[s]"), index=values.index).dt.tz_localize("UTC")
             why = pd.Series(np.nan, index=values.index, dtype=object)
             if shifted.any():  # plain local times in a DST gap or overlap: said why, as the general way does
-                naive = pd.Series(seconds[shifted].astype("datetime64[s]"), index=values.index[shifted])
+                if shifted.sum() <= _FEW:
+                    texts = values[shifted].astype(object).astype(str).tolist()
+                    why[shifted] = _dst_reasons(seconds[shifted], texts, timezone, label)
+                else:
+                    naive = pd.Series(seconds[shifted].astype("datetime64[s]"), index=values.index[shifted])
+                    _localize(naive, values[shifted], timezone, label, out, why)
                 out[shifted] = pd.NaT
-                _localize(naive, values[shifted], timezone, label, out, why)
             rest = ~plain & ~shifted & values.notna().to_numpy()
             if rest.any():
                 times, reasons = _parse_general(values[rest], timezone, fmt, unit, label)
@@ -554,6 +558,31 @@ def _localize(
                 _why(src[~gap], f"{label}:", f" is ambiguous in {timezone} (clocks went back for DST); give it with its offset: ")
                 + first + " the first time, " + second + " the second"
             )
+
+
+_FEW = 256  # DST rows of a chunk below which their reasons are written one by one (a Series costs more)
+
+
+def _dst_reasons(naive: np.ndarray, texts: list[str], timezone: str, label: str) -> list[str]:
+    """`_localize`'s reasons for a few naive local times (epoch seconds as if UTC) known to fall
+    in a DST gap or overlap of `timezone`: the same text, without a pandas operation per phrase."""
+    index = pd.DatetimeIndex(naive.astype("datetime64[s]"))
+    first = index.tz_localize(timezone, ambiguous=np.ones(len(index), dtype=bool), nonexistent="NaT")
+    second = index.tz_localize(timezone, ambiguous=np.zeros(len(index), dtype=bool), nonexistent="NaT")
+    reasons = []
+    for text, earlier, later in zip(texts, first, second):
+        if pd.isna(earlier):
+            reasons.append(f"{label}: '{cut(text)}' does not exist in {timezone} (clocks went forward for DST); "
+                           "fix the time or give it with an offset")
+        else:
+            reasons.append(f"{label}: '{cut(text)}' is ambiguous in {timezone} (clocks went back for DST); give it "
+                           f"with its offset: {_offset_text(earlier)} the first time, {_offset_text(later)} the second")
+    return reasons
+
+
+def _offset_text(moment: pd.Timestamp) -> str:
+    text = moment.strftime("%z")
+    return text[:3] + ":" + text[3:]
 
 
 def _offsets(local: pd.Series) -> pd.Series:

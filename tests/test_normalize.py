@@ -526,3 +526,25 @@ def test_stripped_is_trim_and_empty_as_null(values, start):
     expected = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
     assert stripped(array).to_pylist() == expected.to_pylist()
     assert stripped(pa.chunked_array([array, array], type=pa.string())).to_pylist() == expected.to_pylist() * 2
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago",
+                                  "Europe/Amsterdam", "Asia/Tehran"])
+def test_dst_reasons_of_a_few_rows_are_those_of_many(zone, monkeypatch):
+    """Every DST gap and overlap of a zone, 1900-2030, read both ways: the few-row reasons
+    (written one by one) are the vectorized reasons, word for word."""
+    import backfill.normalize as normalize
+    from zoneinfo import ZoneInfo
+
+    moments = pd.date_range("1900-01-01", "2030-12-31 23:30", freq="30min")
+    local = moments.tz_localize(ZoneInfo(zone), ambiguous="NaT", nonexistent="NaT")
+    lost = moments[local.isna()]
+    values = pd.Series(lost.strftime("%Y-%m-%d %H:%M:%S"), dtype=object)
+    assert len(values) > 0
+    monkeypatch.setattr(normalize, "_FEW", len(values))
+    times_few, why_few = parse_datetimes(values, timezone=zone)
+    monkeypatch.setattr(normalize, "_FEW", 0)
+    times_many, why_many = parse_datetimes(values, timezone=zone)
+    assert why_few.tolist() == why_many.tolist()
+    assert times_few.isna().all() and times_many.isna().all()
+    assert why_few.str.contains("does not exist|is ambiguous").all()
