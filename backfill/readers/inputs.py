@@ -212,7 +212,8 @@ class InputFile(io.RawIOBase):
     def _fill(self, size: int) -> bytes:
         """Convert until `size` bytes are pending (or the end); return the pending bytes."""
         while len(self._pending) < size and not self._eof:
-            data = self._read_raw(max(BLOCK_BYTES, size))
+            # a large request reads just what it lacks (then no slicing copies the block); a small one a block
+            data = self._read_raw(max(size - len(self._pending), BLOCK_BYTES if size <= BLOCK_BYTES else 0))
             self._convert(data)
         return self._pending
 
