@@ -592,7 +592,7 @@ def test_the_reader_builds_run_row_straight_into_its_columns(tmp_path: Path, fie
     run with the derived fields read off the flattened row, columns in the same order, whatever
     the fields hold (objects, lists, empty objects, nulls)."""
     from backfill.readers import flatten
-    from backfill.readers.gitlab import iter_json_values
+    from backfill.readers.jsonstream import iter_json_values
 
     path = write(tmp_path, json.dumps({"id": 7, "run_number": 1, **fields}))
     frame, bad = read_all(path, "github-actions")
@@ -609,7 +609,7 @@ def test_the_reader_builds_run_row_straight_into_its_columns(tmp_path: Path, fie
 
 @pytest.mark.parametrize("name", sorted(p.name for p in REAL.glob("github-*workflow-run*.json")) + ["../../../samples/github-runs.json"])
 def test_real_runs_read_as_run_row_gives_them(name: str) -> None:
-    from backfill.readers.gitlab import iter_json_values
+    from backfill.readers.jsonstream import iter_json_values
 
     path = REAL / name
     frame, _ = read_all(path, "github-actions")

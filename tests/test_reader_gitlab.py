@@ -11,7 +11,8 @@ import pytest
 from backfill.errors import ReaderError
 from backfill.readers import BadRow, SourceConfig
 from backfill.readers import gitlab
-from backfill.readers.gitlab import BASE_FIELDS, iter_json_values, read
+from backfill.readers.gitlab import BASE_FIELDS, read
+from backfill.readers.jsonstream import iter_json_values
 
 HERE = Path(__file__).parent
 REAL = HERE / "fixtures" / "real-exports"

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from backfill.readers import ROW, RowChunk, SourceConfig, flatten, scalar_text
-from backfill.readers.gitlab import TOO_DEEP, read_values, stream_values
+from backfill.readers.jsonstream import TOO_DEEP, read_values, stream_values
 from backfill.readers.jsonstream import JSONStream, TooDeep, kind, open_binary
 
 Row = dict[str, str | None]

@@ -48,7 +48,7 @@ from typing import Any, Iterator
 
 from backfill.readers import RowChunk, SourceConfig, flatten, scalar_text
 from backfill.readers.github_actions import parse_instant, walk_values
-from backfill.readers.gitlab import read_values
+from backfill.readers.jsonstream import read_values
 from backfill.readers.jsonstream import kind
 
 Row = dict[str, str | None]

@@ -32,23 +32,11 @@ reported as invalid rows; a file with nothing but such objects is rejected.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from backfill.errors import ReaderError
-from backfill.readers import BadRow, RowChunk, SourceConfig, flatten, scalar_text
-from backfill.readers.jsonstream import (
-    JSONStream,
-    Rows,
-    StreamError,
-    SurrogateError,
-    TooDeep,
-    iter_top_values,
-    kind,
-    open_binary,
-    surrogate_message,
-)
+from backfill.readers import RowChunk, SourceConfig, flatten, scalar_text
+from backfill.readers.jsonstream import TOO_DEEP, JSONStream, Rows, TooDeep, kind, read_values
 
 # Columns every row has, so that a mapping reading them works on exports of any GitLab version.
 BASE_FIELDS = (
@@ -58,102 +46,6 @@ BASE_FIELDS = (
 )
 # Environment fields copied into a last_deployment's `environment` when it lacks them.
 _ENVIRONMENT_FIELDS = ("id", "name", "slug", "external_url", "state", "tier")
-TOO_DEEP = "nested too deeply (more than about 900 levels of arrays or objects)"
-
-
-def iter_json_values(text: str, path: Path | str) -> Iterator[Any]:
-    """Every JSON value in `text`: one document, several appended ones, or NDJSON lines (numbers
-    as JSONNumber). Errors as `stream_values` gives them."""
-    import io
-
-    with stream_values(io.BytesIO(text.encode("utf-8")), path, None) as (stream, values):
-        for _ in values:
-            yield stream.value()
-
-
-class stream_values:
-    """`with stream_values(handle, path, encoding) as (stream, tops):` a JSONStream over the file and
-    an iterator over its top-level values (one document, appended pages, NDJSON lines); the caller
-    consumes each value at the cursor. StreamError, SurrogateError and TooDeep at the top become a
-    ReaderError naming the file, line and column; an empty file is one too."""
-
-    def __init__(self, handle: Any, path: Path | str, encoding: str | None):
-        self.path = path
-        self.stream = JSONStream(handle, path, encoding=encoding)
-        self._found = False
-
-    def _tops(self) -> Iterator[None]:
-        for _ in iter_top_values(self.stream):
-            self._found = True
-            yield
-
-    def __enter__(self) -> tuple[JSONStream, Iterator[None]]:
-        return self.stream, self._tops()
-
-    def __exit__(self, kind_: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, SurrogateError):
-            raise ReaderError(surrogate_message(self.path, exc)) from None
-        if isinstance(exc, StreamError):
-            raise ReaderError(
-                f"{self.path}: invalid JSON at line {exc.line}, column {exc.column}: {exc.msg}; "
-                "fix the file or export it again"
-            ) from None
-        if isinstance(exc, TooDeep):
-            raise ReaderError(f"{self.path}: line {exc.line}, column {exc.column}: {TOO_DEEP}") from None
-        if exc is None and not self._found:
-            raise ReaderError(f"{self.path}: the file is empty; expected JSON exported from the API")
-        return False
-
-
-def reject_if_nothing_read(path: Path | str, rows: Rows | list[tuple[Any, BadRow | None]], expected: str) -> None:
-    """A file where every object was unrecognised is the wrong format: one error, not N bad rows.
-    `rows`: the file's Rows, or (for readers that collect a list first) its numbered items
-    `(record or None, BadRow or None)`."""
-    if isinstance(rows, Rows):
-        if rows.count and not rows.good:
-            reason = rows.first_bad.reason if rows.first_bad else "nothing recognised"
-            raise ReaderError(f"{path}: no {expected} found; record 1: {reason}")
-        return
-    if rows and all(record is None for record, _ in rows):
-        first = rows[0][1]
-        reason = first.reason if first else "nothing recognised"
-        raise ReaderError(f"{path}: no {expected} found; record 1: {reason}")
-
-
-def rows_to_chunks(items: list[tuple[dict[str, str | None] | None, BadRow | None]]) -> Iterator[RowChunk]:
-    """Numbered items (a flat record, or a BadRow for an object that is not a row) as RowChunks,
-    for readers that collect a whole file first. Item n (1-based) is record n."""
-    rows = Rows("record")
-    for record, bad in items:
-        if record is not None:
-            rows.add(record)
-        elif bad is not None:
-            rows.bad(bad.reason, bad.text)
-        else:
-            rows.count += 1
-        if rows.ready():
-            yield rows.take()
-    yield rows.take()
-
-
-def read_values(
-    path: Path, source: SourceConfig, expected: str, collect: Callable[[JSONStream, Rows], Iterator[RowChunk]],
-    finish: Callable[[Rows], None] | None = None,
-) -> Iterator[RowChunk]:
-    """The rows of a file of appended JSON values: `collect(stream, rows)` consumes one top-level
-    value at the cursor, adds its rows and yields `rows.take()` whenever `rows.ready()`; so a
-    chunk goes out as soon as it is full, which needs a recognised row (a file of nothing but
-    unrecognised objects is rejected as a whole). `finish(rows)` runs at the end of the file."""
-    with open_binary(path, source.encoding) as handle, stream_values(handle, path, source.encoding) as (stream, tops):
-        rows = Rows("record")
-        for _ in tops:
-            yield from collect(stream, rows)
-        if finish is not None:
-            finish(rows)
-    reject_if_nothing_read(path, rows, expected)
-    yield rows.take()
-
-
 def read(path: Path, source: SourceConfig) -> Iterator[RowChunk]:
     """Rows of GitLab deployments from one file (see the module docstring)."""
     return read_values(path, source, "GitLab deployments", _collect_top)

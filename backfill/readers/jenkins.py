@@ -73,7 +73,7 @@ from urllib.parse import unquote, urlsplit
 from backfill.errors import MappingError
 from backfill.patterns import PatternError, compile_pattern
 from backfill.readers import RowChunk, SourceConfig, scalar_text
-from backfill.readers.gitlab import TOO_DEEP, read_values
+from backfill.readers.jsonstream import TOO_DEEP, read_values
 from backfill.readers.jsonstream import JSONStream, Rows, TooDeep, kind
 
 Row = dict[str, str | None]

@@ -37,7 +37,7 @@ Rows: `Rows(unit)` numbers a file's rows and packs them into RowChunks of JSON_C
 column by column as arrow text: `add(flat_record)`, `add_object(decoded_object, first, extra)`
 (flattened straight into the columns), `bad(reason, text)`, `ready()` / `take()`, `facts`.
 
-A reader on this layer (see gitlab.read_values, used by the GitLab and Jenkins readers):
+A reader on this layer (see read_values below, used by the GitLab, Jenkins and GitHub readers):
 
     with open_binary(path, enc) as handle, stream_values(handle, path, enc) as (stream, tops):
         rows = Rows("record")
@@ -58,11 +58,11 @@ import json
 import re
 from json.decoder import scanstring
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from backfill.errors import ReaderError
 from backfill.readers.inputs import InputFile, open_input, text_encoding
-from backfill.readers import BadRow, JSONNumber, RowChunk, dumps, lone_surrogate, scalar_text  # noqa: F401 (dumps: API)
+from backfill.readers import BadRow, JSONNumber, RowChunk, SourceConfig, dumps, lone_surrogate, scalar_text  # noqa: F401 (dumps: API)
 
 WINDOW = 1 << 20  # characters decoded per read
 # rows per chunk of the JSON readers: wide rows (GitLab: ~45 columns) make a chunk costly while
@@ -571,3 +571,85 @@ class Rows:
         self._columns, self._packed, self._sizes, self._open, self._rows = {}, {}, [], 0, 0
         self._numbers, self._bad, self.facts = [], [], {}
         return chunk
+
+
+# --- the shape every JSON reader takes (GitLab, Jenkins, GitHub) --------------------------
+
+TOO_DEEP = "nested too deeply (more than about 900 levels of arrays or objects)"
+
+
+def iter_json_values(text: str, path: Path | str) -> Iterator[Any]:
+    """Every JSON value in `text`: one document, several appended ones, or NDJSON lines (numbers
+    as JSONNumber). Errors as `stream_values` gives them."""
+    import io
+
+    with stream_values(io.BytesIO(text.encode("utf-8")), path, None) as (stream, values):
+        for _ in values:
+            yield stream.value()
+
+
+class stream_values:
+    """`with stream_values(handle, path, encoding) as (stream, tops):` a JSONStream over the file and
+    an iterator over its top-level values (one document, appended pages, NDJSON lines); the caller
+    consumes each value at the cursor. StreamError, SurrogateError and TooDeep at the top become a
+    ReaderError naming the file, line and column; an empty file is one too."""
+
+    def __init__(self, handle: Any, path: Path | str, encoding: str | None):
+        self.path = path
+        self.stream = JSONStream(handle, path, encoding=encoding)
+        self._found = False
+
+    def _tops(self) -> Iterator[None]:
+        for _ in iter_top_values(self.stream):
+            self._found = True
+            yield
+
+    def __enter__(self) -> tuple[JSONStream, Iterator[None]]:
+        return self.stream, self._tops()
+
+    def __exit__(self, kind_: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, SurrogateError):
+            raise ReaderError(surrogate_message(self.path, exc)) from None
+        if isinstance(exc, StreamError):
+            raise ReaderError(
+                f"{self.path}: invalid JSON at line {exc.line}, column {exc.column}: {exc.msg}; "
+                "fix the file or export it again"
+            ) from None
+        if isinstance(exc, TooDeep):
+            raise ReaderError(f"{self.path}: line {exc.line}, column {exc.column}: {TOO_DEEP}") from None
+        if exc is None and not self._found:
+            raise ReaderError(f"{self.path}: the file is empty; expected JSON exported from the API")
+        return False
+
+
+def reject_if_nothing_read(path: Path | str, rows: Rows | list[tuple[Any, BadRow | None]], expected: str) -> None:
+    """A file where every object was unrecognised is the wrong format: one error, not N bad rows.
+    `rows`: the file's Rows, or (for readers that collect a list first) its numbered items
+    `(record or None, BadRow or None)`."""
+    if isinstance(rows, Rows):
+        if rows.count and not rows.good:
+            reason = rows.first_bad.reason if rows.first_bad else "nothing recognised"
+            raise ReaderError(f"{path}: no {expected} found; record 1: {reason}")
+        return
+    if rows and all(record is None for record, _ in rows):
+        first = rows[0][1]
+        reason = first.reason if first else "nothing recognised"
+        raise ReaderError(f"{path}: no {expected} found; record 1: {reason}")
+
+
+def read_values(
+    path: Path, source: SourceConfig, expected: str, collect: Callable[[JSONStream, Rows], Iterator[RowChunk]],
+    finish: Callable[[Rows], None] | None = None,
+) -> Iterator[RowChunk]:
+    """The rows of a file of appended JSON values: `collect(stream, rows)` consumes one top-level
+    value at the cursor, adds its rows and yields `rows.take()` whenever `rows.ready()`; so a
+    chunk goes out as soon as it is full, which needs a recognised row (a file of nothing but
+    unrecognised objects is rejected as a whole). `finish(rows)` runs at the end of the file."""
+    with open_binary(path, source.encoding) as handle, stream_values(handle, path, source.encoding) as (stream, tops):
+        rows = Rows("record")
+        for _ in tops:
+            yield from collect(stream, rows)
+        if finish is not None:
+            finish(rows)
+    reject_if_nothing_read(path, rows, expected)
+    yield rows.take()
