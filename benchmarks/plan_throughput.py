@@ -166,8 +166,11 @@ def main() -> None:
     print(f"output: {out.stat().st_size / 1e6:.0f} MB of request bodies in {out}")
     if args.report:
         bare_s, report_s = min(b[0] for b in bare), min(r[0] for r in reported)
+        bare_cpu, report_cpu = min(b[3] for b in bare), min(r[3] for r in reported)
         print(f"preview without the report: {bare_s:.2f} s; with --report report.html: {report_s:.2f} s "
               f"(+{100 * (report_s / bare_s - 1):.0f}%, target <= 20%; times {', '.join(f'{r[0]:.2f}' for r in reported)} s)")
+        print(f"  CPU time: {bare_cpu:.2f} s without, {report_cpu:.2f} s with (+{100 * (report_cpu / bare_cpu - 1):.0f}%); "
+              f"peak {max(b[1] for b in bare):.0f} MB without, {max(r[1] for r in reported):.0f} MB with")
     if not args.keep:
         shutil.rmtree(work)  # the inputs, the bodies and, with --report, the report
 
