@@ -141,7 +141,9 @@ def main() -> None:
         f"sys.exit(main(['preview', {str(csv_path)!r}, '-m', {str(mapping)!r}, '--out', {str(out)!r}, '--show', '0']))\n"
     )
     reads, plans, bare, reported = [], [], [], []
-    without = preview.replace("from backfill.cli import main\n", "from backfill.cli import main\nimport backfill.report as r\n"
+    # the allocator the command chooses (cli.main) is chosen before backfill.report loads pyarrow
+    without = preview.replace("from backfill.cli import main\n", "from backfill.cli import _returning_allocator, main\n"
+                              "_returning_allocator()\nimport backfill.report as r\n"
                               "r.build = lambda plan: {}\nr.history_text = lambda data, report_path=None: ''\n")
     with_report = preview.replace("'--show', '0'", f"'--show', '0', '--report', {str(work / 'report.html')!r}")
     for _ in range(args.repeat):  # interleaved, so a noisy moment hits both sides alike
