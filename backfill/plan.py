@@ -793,23 +793,28 @@ def _event_ids(plan: Plan) -> pd.Series:
         ]
         digest = pd.Series(np.concatenate(hashes) if hashes else np.array([], dtype="uint64"), dtype="uint64")
         prefix = "e"
-    ids = prefix + _hex(digest)
+    ids = _hex(digest, prefix)
     keyed = plan.keys.notna() if plan.keys is not None else pd.Series(False, index=digest.index)
     plain = digest[~keyed.to_numpy()]  # keyed events take their key's id (their row hash is not computed)
     repeat = plain.groupby(plain).cumcount().reindex(digest.index, fill_value=0)
     ids[repeat > 0] = ids[repeat > 0] + "-" + repeat[repeat > 0].astype(str).astype(TEXT)
     if plan.keys is not None:
         if keyed.any():
-            ids[keyed] = "k" + _hex(pd.util.hash_pandas_object(plan.keys[keyed].astype(object), index=False, categorize=False))
+            ids[keyed] = _hex(pd.util.hash_pandas_object(plan.keys[keyed].astype(object), index=False, categorize=False), "k")
     return ids.astype(TEXT)
 
 
-def _hex(hashes: pd.Series) -> pd.Series:
-    """64-bit hashes as 16 hex digits, vectorized: bytes -> nibbles -> a lookup of hex digits."""
+def _hex(hashes: pd.Series, prefix: str = "") -> pd.Series:
+    """64-bit hashes as `prefix` + 16 hex digits, vectorized: bytes -> nibbles -> a lookup of hex
+    digits, written into one buffer that becomes an arrow string array as it is (no Python text)."""
     raw = hashes.to_numpy(dtype="uint64").astype(">u8").view(np.uint8).reshape(-1, 8)
-    nibbles = np.empty((len(raw), 16), dtype=np.uint8)
-    nibbles[:, 0::2] = raw >> 4
-    nibbles[:, 1::2] = raw & 0x0F
-    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles]
-    text = digits.view("S16").ravel().astype("U16")
-    return pd.Series(text, index=hashes.index, dtype=TEXT)
+    lead = prefix.encode("ascii")
+    width = len(lead) + 16
+    text = np.empty((len(raw), width), dtype=np.uint8)
+    text[:, : len(lead)] = np.frombuffer(lead, dtype=np.uint8)
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    text[:, len(lead) :: 2] = digits[raw >> 4]
+    text[:, len(lead) + 1 :: 2] = digits[raw & 0x0F]
+    offsets = pa.py_buffer(np.arange(0, width * (len(raw) + 1), width, dtype=np.int32))
+    strings = pa.StringArray.from_buffers(len(raw), offsets, pa.py_buffer(text))
+    return pd.Series(strings, index=hashes.index, dtype=TEXT)
