@@ -68,16 +68,21 @@ def test_a_full_disk_mid_upload_stops_cleanly_and_every_request_stays_accounted_
     assert counts["in_flight"] == counts["uncertain"] == 0 and counts["pending"] == 900 - len(sent)
 
 
-def test_creating_a_checkpoint_on_a_full_disk_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def new_checkpoints_hold_at_most(monkeypatch: pytest.MonkeyPatch, pages: int) -> None:
+    """A disk that fills up: every checkpoint file created from now on holds at most `pages` pages."""
     connect = journal_module._connect
 
-    def tiny(path: Path, mode: str) -> sqlite3.Connection:
+    def small(path: Path, mode: str) -> sqlite3.Connection:
         conn = connect(path, mode)
         if mode == "rwc":
-            conn.execute("PRAGMA max_page_count = 2")
+            conn.execute(f"PRAGMA max_page_count = {pages}")
         return conn
 
-    monkeypatch.setattr(journal_module, "_connect", tiny)
+    monkeypatch.setattr(journal_module, "_connect", small)
+
+
+def test_creating_a_checkpoint_on_a_full_disk_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    new_checkpoints_hold_at_most(monkeypatch, 2)
     path = tmp_path / "new.checkpoint"
     with pytest.raises(DiskFull, match="disk is full; nothing was sent"):
         Journal.create(path, target="t", base_url="http://127.0.0.1:1", fingerprints={}, options={})

@@ -19,6 +19,7 @@ from backfill import importer
 from backfill.errors import CheckpointError, DiskFull
 from backfill.journal import STATES, Journal, PlannedEvent
 from backfill.sandbox import Sandbox, SandboxConfig
+from test_hostile_disk import new_checkpoints_hold_at_most
 
 BASE_URL = "http://127.0.0.1:9"
 
@@ -101,15 +102,7 @@ def test_a_draft_of_a_process_that_died_is_removed_by_the_next(tmp_path: Path) -
 
 
 def test_a_full_disk_while_the_plan_is_stored_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    connect = journal_module._connect
-
-    def small(path: Path, mode: str) -> sqlite3.Connection:
-        conn = connect(path, mode)
-        if mode == "rwc":
-            conn.execute("PRAGMA max_page_count = 40")
-        return conn
-
-    monkeypatch.setattr(journal_module, "_connect", small)
+    new_checkpoints_hold_at_most(monkeypatch, 40)
     with pytest.raises(DiskFull, match="disk is full; nothing was sent"):
         with draft(tmp_path / "c.checkpoint") as d:
             d.add(row(i) for i in range(5000))
